@@ -1,0 +1,65 @@
+import type { LogLevel } from './log.js';
+
+/**
+ * The validated, defaulted, deep-frozen configuration. Durations are milliseconds,
+ * sizes bytes; the file speaks human units (`"5m"`, `"50GiB"`). See config.ts.
+ */
+export interface Config {
+  readonly listen: ListenConfig;
+  readonly store: StoreConfig;
+  /** Upstream key for requests that name no registry (Docker's `registry-mirrors`). */
+  readonly defaultUpstream: string;
+  readonly upstreams: Readonly<Record<string, UpstreamConfig>>;
+  /** Never contact an upstream: serve only what is stored. */
+  readonly offline: boolean;
+  readonly log: { readonly level: LogLevel };
+}
+
+export interface ListenConfig {
+  readonly host: string;
+  readonly port: number;
+  readonly tls?: { readonly certFile: string; readonly keyFile: string };
+}
+
+export interface StoreConfig {
+  readonly path: string;
+  readonly maxSizeBytes: number;
+  readonly idleTtlMs: number;
+}
+
+export interface UpstreamCredentials {
+  readonly username: string;
+  readonly password: string;
+}
+
+export interface UpstreamTimeouts {
+  /** TCP + TLS connect. */
+  readonly connectMs: number;
+  /** Request sent → response headers. */
+  readonly headersMs: number;
+  /** Longest gap between two body chunks. */
+  readonly bodyMs: number;
+}
+
+export interface UpstreamConfig {
+  /** The config key, e.g. `docker.io`. Metric label and store namespace. */
+  readonly name: string;
+  /** Base URL of the registry API, e.g. `https://registry-1.docker.io`. */
+  readonly url: string;
+  /** Other registry hosts that mean this upstream (`?ns=` values, path prefixes). */
+  readonly aliases: readonly string[];
+  /** One-component names live under `library/` (Docker Hub). */
+  readonly library: boolean;
+  readonly credentials?: UpstreamCredentials;
+  /** How long a tag → digest record is served without asking upstream. */
+  readonly freshForMs: number;
+  /** How long past freshness a tag may be served when upstream fails. */
+  readonly maxStaleMs: number;
+  readonly timeouts: UpstreamTimeouts;
+  /** Retries of a failed request before any byte reaches a client. */
+  readonly retries: number;
+  /** After a connection failure, fail fast for this long instead of dialling again. */
+  readonly downForMs: number;
+  /** Most concurrent connections to this upstream. */
+  readonly maxConnections: number;
+}

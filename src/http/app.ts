@@ -1,0 +1,102 @@
+import { fastify, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { RegistryError } from '../oci/errors.js';
+import type { UpstreamTable } from '../oci/path.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { Mirror } from '../mirror/mirror.js';
+import { registerOps, type Readiness } from './ops.js';
+import { registerRegistryRoutes } from './routes.js';
+
+export interface AppDeps {
+  readonly mirror: Mirror;
+  readonly table: UpstreamTable;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly readiness: () => Readiness;
+}
+
+/** What the handlers learn about a request, for its one access-log line. */
+export interface RequestFacts {
+  kind?: string;
+  upstream?: string;
+  outcome?: string;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    facts: RequestFacts;
+  }
+}
+
+export const API_VERSION_HEADER = { 'docker-distribution-api-version': 'registry/2.0' } as const;
+
+/** Builds the HTTP app; `listen()` is the serve command's business. */
+export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const app = fastify({
+    // Access lines are ours (one per request, with cache facts); fastify's own are off.
+    logger: false,
+    disableRequestLogging: true,
+    exposeHeadRoutes: false,
+    // Registry clients send their own request IDs nowhere; keep ours short.
+    requestIdHeader: false,
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+  app.decorateRequest('facts', null as unknown as RequestFacts);
+  app.addHook('onRequest', (request, _reply, done) => {
+    request.facts = {};
+    done();
+  });
+  app.addHook('onResponse', (request, reply, done) => {
+    logAccess(deps.log, request, reply);
+    done();
+  });
+  app.setErrorHandler((err: FastifyError | RegistryError, request, reply) => sendError(err, request, reply, deps.log));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(new RegistryError('NAME_UNKNOWN', 'not found', { statusCode: 404 }), request, reply, deps.log),
+  );
+  registerOps(app, deps);
+  registerRegistryRoutes(app, deps);
+  await app.ready();
+  return app;
+}
+
+function sendError(err: FastifyError | RegistryError, request: FastifyRequest, reply: FastifyReply, log: Logger): FastifyReply {
+  const error = toRegistryError(err);
+  request.facts.outcome ??= 'error';
+  if (error.statusCode >= 500) log.warn({ err, url: request.url }, 'request failed');
+  if (reply.sent || reply.raw.headersSent) {
+    // Headers are out: the only honest signal left is a broken transfer.
+    reply.raw.destroy();
+    return reply;
+  }
+  reply.code(error.statusCode).headers({ ...API_VERSION_HEADER, ...error.headers }).type('application/json');
+  return request.method === 'HEAD' ? reply.send() : reply.send(JSON.stringify(error.toJSON()));
+}
+
+function toRegistryError(err: FastifyError | RegistryError): RegistryError {
+  if (err instanceof RegistryError) return err;
+  const status = err.statusCode ?? 500;
+  if (status >= 400 && status < 500) {
+    return new RegistryError('UNSUPPORTED', err.message, { statusCode: status, cause: err });
+  }
+  return new RegistryError('UNAVAILABLE', 'internal error', { statusCode: 500, cause: err });
+}
+
+function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): void {
+  const { kind, upstream, outcome } = request.facts;
+  const length = reply.getHeader('content-length');
+  log.info(
+    {
+      method: request.method,
+      path: request.url.split('?', 1)[0],
+      kind,
+      upstream,
+      outcome,
+      status: reply.statusCode,
+      bytes: request.method === 'HEAD' ? 0 : Number(length ?? 0),
+      durationMs: Math.round(reply.elapsedTime),
+    },
+    'request',
+  );
+}

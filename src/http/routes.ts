@@ -1,0 +1,136 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { RegistryError } from '../oci/errors.js';
+import { parseApiPath, routeName, type ApiPath, type Route } from '../oci/path.js';
+import { parseRange } from '../oci/range.js';
+import type { BlobResult, ManifestResult } from '../mirror/mirror.js';
+import { API_VERSION_HEADER, type AppDeps } from './app.js';
+
+const BLOB_HEADERS = {
+  ...API_VERSION_HEADER,
+  'content-type': 'application/octet-stream',
+  'accept-ranges': 'bytes',
+  // Content addressed: the bytes behind a digest never change.
+  'cache-control': 'max-age=31536000',
+} as const;
+
+/** The pull side of the distribution API under /v2/; push and delete answer 405. */
+export function registerRegistryRoutes(app: FastifyInstance, deps: AppDeps): void {
+  const handle = (request: FastifyRequest, reply: FastifyReply) => serve(deps, request, reply);
+  app.route({ method: ['GET', 'HEAD'], url: '/v2', handler: handle });
+  app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: handle });
+  app.route({
+    method: ['POST', 'PUT', 'PATCH', 'DELETE'],
+    url: '/v2/*',
+    handler: async () => {
+      throw unsupported();
+    },
+  });
+}
+
+async function serve(deps: AppDeps, request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> {
+  const [pathname = '', query] = splitUrl(request.raw.url ?? '');
+  const api = parseApiPath(pathname);
+  request.facts.kind = api.kind;
+  const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
+  switch (api.kind) {
+    case 'base':
+      return reply.headers(API_VERSION_HEADER).type('application/json').send(method === 'HEAD' ? undefined : '{}');
+    case 'push':
+    case 'catalog':
+      throw unsupported();
+    default:
+      break;
+  }
+  const route = routeName(api.name, new URLSearchParams(query ?? '').get('ns') ?? undefined, deps.table);
+  request.facts.upstream = route.upstream;
+  return serveContent(deps, request, reply, api, route, method, query);
+}
+
+async function serveContent(
+  deps: AppDeps,
+  request: FastifyRequest,
+  reply: FastifyReply,
+  api: Exclude<ApiPath, { kind: 'base' | 'push' | 'catalog' }>,
+  route: Route,
+  method: 'GET' | 'HEAD',
+  query: string | undefined,
+): Promise<FastifyReply> {
+  const { mirror } = deps;
+  switch (api.kind) {
+    case 'manifest': {
+      const result = await mirror.getManifest(route, api.reference, method);
+      request.facts.outcome = result.outcome;
+      return sendManifest(reply, result, method);
+    }
+    case 'blob': {
+      if (method === 'HEAD') {
+        const head = await mirror.headBlob(route, api.digest);
+        request.facts.outcome = head.outcome;
+        return reply
+          .headers({ ...BLOB_HEADERS, ...digestHeaders(head.digest), 'content-length': String(head.sizeBytes) })
+          .send();
+      }
+      const result = await mirror.getBlob(route, api.digest, parseRange(headerValue(request.headers.range)));
+      request.facts.outcome = result.outcome;
+      return sendBlob(reply, result);
+    }
+    case 'tags':
+    case 'referrers': {
+      if (method === 'HEAD') throw unsupported();
+      const path = api.kind === 'tags' ? 'tags/list' : `referrers/${api.digest}`;
+      const result = await mirror.passThrough(route, api.kind, path, withoutNs(query));
+      request.facts.outcome = 'miss';
+      return reply.code(result.status).headers({ ...API_VERSION_HEADER, ...result.headers }).send(result.body);
+    }
+  }
+}
+
+function sendManifest(reply: FastifyReply, result: ManifestResult, method: 'GET' | 'HEAD'): FastifyReply {
+  reply.headers({
+    ...API_VERSION_HEADER,
+    ...digestHeaders(result.digest),
+    'content-type': result.mediaType,
+    'content-length': String(result.sizeBytes),
+  });
+  return method === 'HEAD' ? reply.send() : reply.send(result.body);
+}
+
+function sendBlob(reply: FastifyReply, result: BlobResult): FastifyReply {
+  reply.headers({ ...BLOB_HEADERS, ...digestHeaders(result.digest) });
+  const { range, sizeBytes } = result;
+  if (range) {
+    reply.code(206).headers({
+      'content-range': `bytes ${range.start}-${range.end}/${sizeBytes ?? '*'}`,
+      'content-length': String(range.end - range.start + 1),
+    });
+  } else if (sizeBytes !== undefined) {
+    reply.header('content-length', String(sizeBytes));
+  }
+  return reply.send(result.body);
+}
+
+function digestHeaders(digest: string): Record<string, string> {
+  return { 'docker-content-digest': digest, etag: `"${digest}"` };
+}
+
+function unsupported(): RegistryError {
+  return new RegistryError('UNSUPPORTED', 'this is a pull-through mirror: push and delete are not supported');
+}
+
+function splitUrl(url: string): [string, string | undefined] {
+  const q = url.indexOf('?');
+  return q === -1 ? [url, undefined] : [url.slice(0, q), url.slice(q + 1)];
+}
+
+/** `ns` is ours (containerd's routing hint) and never goes upstream or into a cache key. */
+function withoutNs(query: string | undefined): string | undefined {
+  if (!query) return undefined;
+  const params = new URLSearchParams(query);
+  params.delete('ns');
+  const rest = params.toString();
+  return rest === '' ? undefined : rest;
+}
+
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value.join(',') : value;
+}

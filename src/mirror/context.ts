@@ -1,0 +1,81 @@
+import type { Readable } from 'node:stream';
+import type { Config, UpstreamConfig } from '../config-types.js';
+import { RegistryError } from '../oci/errors.js';
+import type { Route } from '../oci/path.js';
+import type { Logger } from '../log.js';
+import type { Metrics } from '../metrics.js';
+import type { BlobStore } from '../store/blob-store.js';
+import type { Records } from '../store/records.js';
+import type { Upstream } from '../upstream/client.js';
+
+/** What the mirror's parts share: the store, the upstreams, and how to observe. */
+export interface MirrorDeps {
+  readonly config: Config;
+  readonly store: BlobStore;
+  readonly records: Records;
+  readonly upstreams: ReadonlyMap<string, Upstream>;
+  readonly metrics: Metrics;
+  readonly log: Logger;
+  readonly now?: () => number;
+}
+
+export function upstreamFor(deps: MirrorDeps, route: Route): { upstream: Upstream; config: UpstreamConfig } {
+  const upstream = deps.upstreams.get(route.upstream);
+  const config = deps.config.upstreams[route.upstream];
+  if (!upstream || !config) {
+    throw new RegistryError('NAME_UNKNOWN', `registry ${route.upstream} is not mirrored here`, { statusCode: 404 });
+  }
+  return { upstream, config };
+}
+
+/**
+ * Anything but a 404 from the upstream means it failed us (DNS, refused, timeout, 5xx,
+ * 429, 401/403): a known tag may then be served stale. A 404 is an answer.
+ */
+export function isUpstreamFailure(err: unknown): boolean {
+  return !(err instanceof RegistryError) || err.statusCode !== 404;
+}
+
+export function offlineMiss(code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: string): RegistryError {
+  return new RegistryError(code, `${what} is not in the cache and the mirror is offline (it was not warmed or imported)`);
+}
+
+/** Reads a small body (manifests, JSON) with a cap, so an upstream cannot fill memory. */
+export async function readCapped(body: Readable, maxBytes: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let total = 0;
+  for await (const chunk of body as AsyncIterable<Buffer>) {
+    total += chunk.length;
+    if (total > maxBytes) {
+      body.destroy();
+      throw new RegistryError('UNAVAILABLE', `upstream response larger than ${maxBytes} bytes`, { statusCode: 502 });
+    }
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks, total);
+}
+
+export function contentLength(value: string | undefined): number | undefined {
+  if (value === undefined || !/^\d{1,15}$/.test(value)) return undefined;
+  return Number(value);
+}
+
+/** Confirms, for an upstream with credentials, that `repository` may see `digest` (LESSONS §25). */
+export async function ensureLinked(
+  deps: MirrorDeps,
+  route: Route,
+  digest: import('../oci/digest.js').Digest,
+  kind: 'manifests' | 'blobs',
+): Promise<void> {
+  const { upstream } = upstreamFor(deps, route);
+  if (!upstream.hasCredentials || deps.config.offline) return;
+  if (await deps.records.hasLink(route.upstream, route.repository, digest)) return;
+  const response = await upstream.request({
+    method: 'HEAD',
+    repository: route.repository,
+    path: `${kind}/${digest}`,
+    notFound: kind === 'blobs' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN',
+  });
+  response.body.destroy();
+  await deps.records.putLink(route.upstream, route.repository, digest);
+}

@@ -1,0 +1,81 @@
+import { Readable } from 'node:stream';
+import type { ByteRange } from '../oci/range.js';
+import type { Fill } from './fill.js';
+
+/** Whether the reader's bytes count as fetched for it (`upstream`) or saved (`cache`). */
+export type FillSource = 'upstream' | 'cache';
+
+const CHUNK_BYTES = 256 * 1024;
+
+/**
+ * Tails a fill's spool file from `range.start` to `range.end` (or the end of the blob):
+ * delivers what is readable, then waits for the fill's next progress. Ends only once
+ * the fill has committed; is destroyed with the fill's error if it fails.
+ */
+export class FillReader extends Readable {
+  readonly source: FillSource;
+  #fill: Fill;
+  #position: number;
+  #end: number | undefined;
+  #reading = false;
+  #onBytes: (n: number) => void;
+  #onClose: (reader: FillReader) => void;
+
+  constructor(
+    fill: Fill,
+    range: ByteRange | undefined,
+    source: FillSource,
+    onBytes: (n: number) => void,
+    onClose: (reader: FillReader) => void,
+  ) {
+    super({ highWaterMark: CHUNK_BYTES });
+    this.#fill = fill;
+    this.source = source;
+    this.#position = range?.start ?? 0;
+    this.#end = range ? range.end + 1 : undefined;
+    this.#onBytes = onBytes;
+    this.#onClose = onClose;
+  }
+
+  override _read(): void {
+    if (!this.#reading) void this.#readMore();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    this.#onClose(this);
+    callback(err);
+  }
+
+  async #readMore(): Promise<void> {
+    this.#reading = true;
+    try {
+      while (!this.destroyed) {
+        const fill = this.#fill;
+        if (fill.state === 'failed') {
+          this.destroy(fill.error ?? new Error('fill failed'));
+          return;
+        }
+        const stop = this.#end ?? (fill.state === 'committed' ? fill.writtenBytes : Number.POSITIVE_INFINITY);
+        if (this.#position >= stop && fill.state === 'committed') {
+          this.push(null);
+          return;
+        }
+        const limit = Math.min(fill.readableBytes(), stop);
+        if (this.#position < limit) {
+          const buffer = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, limit - this.#position));
+          const read = await fill.readAt(buffer, this.#position);
+          if (this.destroyed) return;
+          this.#position += read;
+          this.#onBytes(read);
+          if (!this.push(read === buffer.length ? buffer : buffer.subarray(0, read))) return;
+        } else {
+          await fill.nextProgress();
+        }
+      }
+    } catch (err) {
+      this.destroy(err as Error);
+    } finally {
+      this.#reading = false;
+    }
+  }
+}

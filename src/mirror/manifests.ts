@@ -1,0 +1,179 @@
+import type { Digest } from '../oci/digest.js';
+import { findDigest } from '../oci/digest.js';
+import { RegistryError } from '../oci/errors.js';
+import { MANIFEST_ACCEPT, manifestMediaType } from '../oci/media-types.js';
+import type { Route } from '../oci/path.js';
+import type { Reference } from '../oci/reference.js';
+import { sha256Digest } from '../store/blob-store.js';
+import type { TagRecord } from '../store/records.js';
+import type { UpstreamResponse } from '../upstream/client.js';
+import {
+  contentLength,
+  ensureLinked,
+  isUpstreamFailure,
+  offlineMiss,
+  readCapped,
+  upstreamFor,
+  type MirrorDeps,
+} from './context.js';
+import { createSingleFlight } from './single-flight.js';
+import type { Outcome } from '../metrics.js';
+
+/** Registries must accept manifests of at least 4 MiB (distribution spec); we cap there. */
+const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+export interface ManifestResult {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly sizeBytes: number;
+  /** The exact upstream bytes; absent for a HEAD answered without them. */
+  readonly body: Buffer | undefined;
+  readonly outcome: Exclude<Outcome, 'error'>;
+}
+
+export interface Manifests {
+  getManifest(route: Route, reference: Reference, method: 'GET' | 'HEAD'): Promise<ManifestResult>;
+}
+
+/**
+ * Manifests by policy of mutability: by digest they are immutable (local first, zero
+ * upstream contact once stored); a tag record is fresh for `freshFor`, then revalidated
+ * with a HEAD (free against Docker Hub's quota), fetched with GET only when its digest
+ * is not stored, and served stale for up to `maxStale` when the upstream fails.
+ */
+export function createManifests(deps: MirrorDeps): Manifests {
+  const flights = createSingleFlight<ManifestResult>();
+  const now = deps.now ?? Date.now;
+
+  async function fetchManifest(route: Route, ref: string, expected: Digest | undefined): Promise<ManifestResult> {
+    const { upstream } = upstreamFor(deps, route);
+    const response = await upstream.request({
+      method: 'GET',
+      repository: route.repository,
+      path: `manifests/${ref}`,
+      accept: MANIFEST_ACCEPT,
+      notFound: 'MANIFEST_UNKNOWN',
+    });
+    const body = await readCapped(response.body, MAX_MANIFEST_BYTES);
+    const actual = sha256Digest(body);
+    const claimed = expected ?? findDigest(response.headers['docker-content-digest']);
+    if (claimed !== undefined && claimed !== actual) {
+      deps.metrics.verifyFailures.inc({ kind: 'manifest' });
+      deps.log.warn({ upstream: route.upstream, repository: route.repository, ref, claimed, actual }, 'manifest digest mismatch');
+      throw new RegistryError('UNAVAILABLE', `upstream sent a manifest whose digest is ${actual}, not ${claimed}`, {
+        statusCode: 502,
+      });
+    }
+    const digest = claimed ?? (actual as Digest);
+    const mediaType = manifestMediaType(body, contentType(response));
+    await deps.store.putManifest(digest, mediaType, body);
+    await deps.records.putLink(route.upstream, route.repository, digest);
+    return { digest, mediaType, sizeBytes: body.length, body, outcome: 'miss' };
+  }
+
+  async function fromStore(digest: Digest, outcome: ManifestResult['outcome']): Promise<ManifestResult | undefined> {
+    const stored = await deps.store.readManifest(digest);
+    if (!stored) return undefined;
+    // Manifests are small: verify on every read, so a damaged file is refetched, never served.
+    if (sha256Digest(stored.body) !== digest) {
+      deps.metrics.evictions.inc({ reason: 'damaged' });
+      await deps.store.removeBlob(digest);
+      return undefined;
+    }
+    return { digest, mediaType: stored.mediaType, sizeBytes: stored.body.length, body: stored.body, outcome };
+  }
+
+  async function byDigest(route: Route, digest: Digest, method: 'GET' | 'HEAD'): Promise<ManifestResult> {
+    if ((await deps.store.findManifestType(digest)) !== undefined) {
+      await ensureLinked(deps, route, digest, 'manifests');
+      const hit = await fromStore(digest, 'hit');
+      if (hit) return hit;
+    }
+    if (deps.config.offline) throw offlineMiss('MANIFEST_UNKNOWN', `manifest ${digest}`);
+    if (method === 'HEAD') return headUpstream(route, digest);
+    const { promise, joined } = flights.run(`get ${route.upstream} ${digest}`, () => fetchManifest(route, digest, digest));
+    const result = await promise;
+    return joined ? { ...result, outcome: 'coalesced' } : result;
+  }
+
+  async function headUpstream(route: Route, ref: string): Promise<ManifestResult> {
+    const { upstream } = upstreamFor(deps, route);
+    const response = await upstream.request({
+      method: 'HEAD',
+      repository: route.repository,
+      path: `manifests/${ref}`,
+      accept: MANIFEST_ACCEPT,
+      notFound: 'MANIFEST_UNKNOWN',
+    });
+    response.body.destroy();
+    const digest = findDigest(response.headers['docker-content-digest']) ?? findDigest(ref);
+    const sizeBytes = contentLength(response.headers['content-length']);
+    const mediaType = contentType(response);
+    if (!digest || sizeBytes === undefined || !mediaType) {
+      throw new RegistryError('UNAVAILABLE', 'upstream HEAD lacked Docker-Content-Digest, Content-Length or Content-Type', {
+        statusCode: 502,
+      });
+    }
+    return { digest, mediaType, sizeBytes, body: undefined, outcome: 'miss' };
+  }
+
+  /** Asks the upstream what the tag is now; GETs the manifest only when that digest is not stored. */
+  async function resolveTag(route: Route, tag: string, method: 'GET' | 'HEAD', known: TagRecord | undefined) {
+    let result: ManifestResult;
+    if (known) {
+      const head = await headUpstream(route, tag);
+      const stored = method === 'GET' ? await fromStore(head.digest, 'revalidated') : undefined;
+      result = stored ?? (method === 'GET' ? await fetchManifest(route, head.digest, head.digest) : head);
+      if (method === 'HEAD' || stored) result = { ...result, outcome: 'revalidated' };
+    } else {
+      result = method === 'GET' ? await fetchManifest(route, tag, undefined) : await headUpstream(route, tag);
+    }
+    const record: TagRecord = { digest: result.digest, mediaType: result.mediaType, sizeBytes: result.sizeBytes, checkedAtMs: now() };
+    await deps.records.putTag(route.upstream, route.repository, tag, record);
+    return result;
+  }
+
+  async function fromRecord(record: TagRecord, method: 'GET' | 'HEAD', outcome: ManifestResult['outcome']) {
+    if (method === 'HEAD') {
+      return { digest: record.digest, mediaType: record.mediaType, sizeBytes: record.sizeBytes, body: undefined, outcome };
+    }
+    return fromStore(record.digest, outcome);
+  }
+
+  async function byTag(route: Route, tag: string, method: 'GET' | 'HEAD'): Promise<ManifestResult> {
+    const { config } = upstreamFor(deps, route);
+    const record = await deps.records.findTag(route.upstream, route.repository, tag);
+    const ageMs = record ? now() - record.checkedAtMs : Number.POSITIVE_INFINITY;
+    if (record && (ageMs < config.freshForMs || deps.config.offline)) {
+      const served = await fromRecord(record, method, 'hit');
+      if (served) return served;
+      if (!deps.config.offline) return byDigest(route, record.digest, method);
+    }
+    if (deps.config.offline) throw offlineMiss('MANIFEST_UNKNOWN', `${route.repository}:${tag}`);
+    const { promise, joined } = flights.run(`${method} ${route.upstream} ${route.repository}:${tag}`, () =>
+      resolveTag(route, tag, method, record),
+    );
+    try {
+      const result = await promise;
+      return joined ? { ...result, outcome: 'coalesced' } : result;
+    } catch (err) {
+      if (!record || !isUpstreamFailure(err) || ageMs >= config.freshForMs + config.maxStaleMs) throw err;
+      const stale = await fromRecord(record, method, 'stale');
+      if (!stale) throw err;
+      deps.metrics.staleServed.inc({ upstream: route.upstream });
+      deps.log.warn({ upstream: route.upstream, repository: route.repository, tag, ageMs, err }, 'served stale tag');
+      return stale;
+    }
+  }
+
+  return {
+    getManifest(route, reference, method) {
+      return reference.kind === 'digest' ? byDigest(route, reference.digest, method) : byTag(route, reference.tag, method);
+    },
+  };
+}
+
+function contentType(response: UpstreamResponse): string | undefined {
+  const value = response.headers['content-type']?.split(';', 1)[0]?.trim();
+  return value ? value : undefined;
+}

@@ -1,0 +1,179 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import type { Digest } from '../oci/digest.js';
+import { createLayout, type StoreLayout } from './layout.js';
+
+/** A file in tmp/ being written; it reaches blobs/ only through `commitTemp`. */
+export interface TempFile {
+  readonly path: string;
+  readonly handle: FileHandle;
+}
+
+export interface OpenBlob {
+  readonly sizeBytes: number;
+  /** Owned by the caller: close it, or hand it to a stream that does. */
+  readonly handle: FileHandle;
+}
+
+export interface StoredManifest {
+  readonly mediaType: string;
+  readonly body: Buffer;
+}
+
+export class DigestMismatchError extends Error {
+  constructor(
+    readonly expected: Digest,
+    readonly actual: string,
+  ) {
+    super(`content digest ${actual} does not match ${expected}`);
+    this.name = 'DigestMismatchError';
+  }
+}
+
+/** Content-addressed storage: every path under blobs/ holds verified bytes. */
+export interface BlobStore {
+  readonly layout: StoreLayout;
+  /** Creates the tree and empties tmp/ (leftovers of a crash are never content). */
+  init(): Promise<void>;
+  statBlob(digest: Digest): Promise<number | undefined>;
+  openBlob(digest: Digest): Promise<OpenBlob | undefined>;
+  createTempFile(): Promise<TempFile>;
+  /** fsync, rename into place (an existing target means success), fsync the directory. */
+  commitTemp(temp: TempFile, digest: Digest): Promise<void>;
+  discardTemp(temp: TempFile): Promise<void>;
+  /** Hashes `body`, and stores it only when it is `digest`. */
+  putVerified(digest: Digest, body: Buffer): Promise<void>;
+  readManifest(digest: Digest): Promise<StoredManifest | undefined>;
+  findManifestType(digest: Digest): Promise<string | undefined>;
+  putManifest(digest: Digest, mediaType: string, body: Buffer): Promise<void>;
+  /** Removes content found damaged, so the next request refetches it. */
+  removeBlob(digest: Digest): Promise<void>;
+}
+
+export function sha256Digest(body: Buffer): string {
+  return `sha256:${createHash('sha256').update(body).digest('hex')}`;
+}
+
+export function createBlobStore(root: string): BlobStore {
+  const layout = createLayout(root);
+
+  async function createTempFile(): Promise<TempFile> {
+    const path = join(layout.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
+    const handle = await open(path, 'wx+');
+    return { path, handle };
+  }
+
+  async function commitTemp(temp: TempFile, digest: Digest): Promise<void> {
+    await temp.handle.sync();
+    await temp.handle.close();
+    const target = layout.blobPath(digest);
+    await mkdir(dirname(target), { recursive: true });
+    await rename(temp.path, target);
+    await syncDir(dirname(target));
+  }
+
+  async function discardTemp(temp: TempFile): Promise<void> {
+    await temp.handle.close().catch(() => undefined);
+    await rm(temp.path, { force: true });
+  }
+
+  return {
+    layout,
+    async init() {
+      await mkdir(layout.blobsDir, { recursive: true });
+      await rm(layout.tmpDir, { recursive: true, force: true });
+      await mkdir(layout.tmpDir, { recursive: true });
+    },
+    async statBlob(digest) {
+      const info = await stat(layout.blobPath(digest)).catch(ifMissing(undefined));
+      return info?.size;
+    },
+    async openBlob(digest) {
+      const handle = await open(layout.blobPath(digest), 'r').catch(ifMissing(undefined));
+      if (!handle) return undefined;
+      const info = await handle.stat();
+      return { sizeBytes: info.size, handle };
+    },
+    createTempFile,
+    commitTemp,
+    discardTemp,
+    async putVerified(digest, body) {
+      const actual = sha256Digest(body);
+      if (actual !== digest) throw new DigestMismatchError(digest, actual);
+      const temp = await createTempFile();
+      try {
+        await temp.handle.writeFile(body);
+        await commitTemp(temp, digest);
+      } catch (err) {
+        await discardTemp(temp);
+        throw err;
+      }
+    },
+    async readManifest(digest) {
+      const mediaType = await findType(layout, digest);
+      if (mediaType === undefined) return undefined;
+      const body = await readFile(layout.blobPath(digest)).catch(ifMissing(undefined));
+      return body && { mediaType, body };
+    },
+    findManifestType: (digest) => findType(layout, digest),
+    async putManifest(digest, mediaType, body) {
+      if ((await statSize(layout.blobPath(digest))) !== body.length) await this.putVerified(digest, body);
+      await writeAtomic(layout, layout.manifestMetaPath(digest), JSON.stringify({ mediaType }));
+    },
+    async removeBlob(digest) {
+      await rm(layout.blobPath(digest), { force: true });
+      await rm(layout.manifestMetaPath(digest), { force: true });
+    },
+  };
+}
+
+async function findType(layout: StoreLayout, digest: Digest): Promise<string | undefined> {
+  const text = await readFile(layout.manifestMetaPath(digest), 'utf8').catch(ifMissing(undefined));
+  if (text === undefined) return undefined;
+  try {
+    const meta = JSON.parse(text) as { mediaType?: unknown };
+    return typeof meta.mediaType === 'string' ? meta.mediaType : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+async function statSize(path: string): Promise<number | undefined> {
+  return (await stat(path).catch(ifMissing(undefined)))?.size;
+}
+
+/** Small metadata files: temp in tmp/, fsync, rename; a reader never sees half a file. */
+export async function writeAtomic(layout: StoreLayout, path: string, text: string): Promise<void> {
+  const temp = join(layout.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}.meta`);
+  const handle = await open(temp, 'wx');
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await mkdir(dirname(path), { recursive: true });
+  await rename(temp, path);
+}
+
+async function syncDir(path: string): Promise<void> {
+  const handle = await open(path, 'r');
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** For `.catch`: a missing file is an answer (`fallback`), anything else is an error. */
+export function ifMissing<T>(fallback: T): (err: unknown) => T {
+  return (err) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return fallback;
+    throw err;
+  };
+}
+
+export async function listDir(path: string): Promise<string[]> {
+  return readdir(path).catch(ifMissing([]));
+}

@@ -1,0 +1,72 @@
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { findDigest, type Digest } from '../oci/digest.js';
+import { ifMissing, writeAtomic } from './blob-store.js';
+import type { StoreLayout } from './layout.js';
+
+/** What a tag pointed to when the upstream last said so. */
+export interface TagRecord {
+  readonly digest: Digest;
+  readonly mediaType: string;
+  readonly sizeBytes: number;
+  /** When the upstream last confirmed it (ms since epoch). */
+  readonly checkedAtMs: number;
+}
+
+/** Per-repository facts: tag records and, for upstreams with credentials, confirmed digests. */
+export interface Records {
+  findTag(upstream: string, repository: string, tag: string): Promise<TagRecord | undefined>;
+  putTag(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void>;
+  hasLink(upstream: string, repository: string, digest: Digest): Promise<boolean>;
+  putLink(upstream: string, repository: string, digest: Digest): Promise<void>;
+}
+
+export function createRecords(layout: StoreLayout): Records {
+  const tags = new Map<string, TagRecord>();
+  const links = new Set<string>();
+
+  return {
+    async findTag(upstream, repository, tag) {
+      const path = layout.tagPath(upstream, repository, tag);
+      const cached = tags.get(path);
+      if (cached) return cached;
+      const record = parseTagRecord(await readFile(path, 'utf8').catch(ifMissing(undefined)));
+      if (record) tags.set(path, record);
+      return record;
+    },
+    async putTag(upstream, repository, tag, record) {
+      const path = layout.tagPath(upstream, repository, tag);
+      tags.set(path, record);
+      await writeAtomic(layout, path, JSON.stringify(record));
+    },
+    async hasLink(upstream, repository, digest) {
+      const path = layout.linkPath(upstream, repository, digest);
+      if (links.has(path)) return true;
+      const found = (await readFile(path).catch(ifMissing(undefined))) !== undefined;
+      if (found) links.add(path);
+      return found;
+    },
+    async putLink(upstream, repository, digest) {
+      const path = layout.linkPath(upstream, repository, digest);
+      if (links.has(path)) return;
+      await mkdir(dirname(path), { recursive: true });
+      await writeFile(path, '');
+      links.add(path);
+    },
+  };
+}
+
+function parseTagRecord(text: string | undefined): TagRecord | undefined {
+  if (text === undefined) return undefined;
+  try {
+    const raw = JSON.parse(text) as Record<string, unknown>;
+    const digest = findDigest(typeof raw['digest'] === 'string' ? raw['digest'] : undefined);
+    const { mediaType, sizeBytes, checkedAtMs } = raw;
+    if (!digest || typeof mediaType !== 'string' || typeof sizeBytes !== 'number' || typeof checkedAtMs !== 'number') {
+      return undefined;
+    }
+    return { digest, mediaType, sizeBytes, checkedAtMs };
+  } catch {
+    return undefined;
+  }
+}
