@@ -33,7 +33,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
   const store = createBlobStore(config.store.path);
   await store.init();
   const upstreams = new Map<string, Upstream>(
-    Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log: log.child({ upstream: u.name }) })]),
+    Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log })]),
   );
   const mirror = createMirror({ config, store, records: createRecords(store.layout), upstreams, metrics, log });
   const app = await buildApp({

@@ -35,7 +35,6 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = fastify({
     // Access lines are ours (one per request, with cache facts); fastify's own are off.
     logger: false,
-    disableRequestLogging: true,
     exposeHeadRoutes: false,
     // Registry clients send their own request IDs nowhere; keep ours short.
     requestIdHeader: false,

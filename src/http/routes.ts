@@ -1,4 +1,6 @@
+import { pipeline } from 'node:stream/promises';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from '../log.js';
 import { RegistryError } from '../oci/errors.js';
 import { parseApiPath, routeName, type ApiPath, type Route } from '../oci/path.js';
 import { parseRange } from '../oci/range.js';
@@ -72,7 +74,7 @@ async function serveContent(
       }
       const result = await mirror.getBlob(route, api.digest, parseRange(headerValue(request.headers.range)));
       request.facts.outcome = result.outcome;
-      return sendBlob(reply, result);
+      return sendBlob(reply, result, deps.log);
     }
     case 'tags':
     case 'referrers': {
@@ -95,18 +97,31 @@ function sendManifest(reply: FastifyReply, result: ManifestResult, method: 'GET'
   return method === 'HEAD' ? reply.send() : reply.send(result.body);
 }
 
-function sendBlob(reply: FastifyReply, result: BlobResult): FastifyReply {
-  reply.headers({ ...BLOB_HEADERS, ...digestHeaders(result.digest) });
+/**
+ * Blob bodies bypass fastify's send path: headers are flushed at once, before the first
+ * byte exists (containerd ≥ 2.3 gives up after 30 s without headers), and the body is
+ * piped with backpressure. After the headers, a failure can only break the transfer:
+ * pipeline() destroys the socket, so a client never sees a clean short body.
+ */
+function sendBlob(reply: FastifyReply, result: BlobResult, log: Logger): FastifyReply {
+  const headers: Record<string, string> = { ...BLOB_HEADERS, ...digestHeaders(result.digest) };
   const { range, sizeBytes } = result;
   if (range) {
-    reply.code(206).headers({
-      'content-range': `bytes ${range.start}-${range.end}/${sizeBytes ?? '*'}`,
-      'content-length': String(range.end - range.start + 1),
-    });
+    headers['content-range'] = `bytes ${range.start}-${range.end}/${sizeBytes ?? '*'}`;
+    headers['content-length'] = String(range.end - range.start + 1);
   } else if (sizeBytes !== undefined) {
-    reply.header('content-length', String(sizeBytes));
+    headers['content-length'] = String(sizeBytes);
   }
-  return reply.send(result.body);
+  reply.hijack();
+  const res = reply.raw;
+  res.writeHead(range ? 206 : 200, headers);
+  res.flushHeaders();
+  pipeline(result.body, res).catch((err: unknown) => {
+    if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
+      log.warn({ err, digest: result.digest }, 'blob transfer broken');
+    }
+  });
+  return reply;
 }
 
 function digestHeaders(digest: string): Record<string, string> {

@@ -1,4 +1,5 @@
 import { Readable } from 'node:stream';
+import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
 import type { Fill } from './fill.js';
 
@@ -52,7 +53,12 @@ export class FillReader extends Readable {
       while (!this.destroyed) {
         const fill = this.#fill;
         if (fill.state === 'failed') {
-          this.destroy(fill.error ?? new Error('fill failed'));
+          this.destroy(
+            new RegistryError('UNAVAILABLE', `upstream transfer failed: ${fill.error?.message ?? 'unknown'}`, {
+              statusCode: 502,
+              cause: fill.error,
+            }),
+          );
           return;
         }
         const stop = this.#end ?? (fill.state === 'committed' ? fill.writtenBytes : Number.POSITIVE_INFINITY);

@@ -1,0 +1,69 @@
+import { createHash } from 'node:crypto';
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+
+/**
+ * An in-test upstream for faults a real registry will not produce: wrong bytes, cut
+ * bodies, bodies released on command. Each blob is served by a handler the test sets.
+ */
+export type BlobHandler = (req: IncomingMessage, res: ServerResponse) => void;
+
+export interface FakeUpstream {
+  readonly url: string;
+  readonly hits: { method: string; path: string }[];
+  setBlob(digest: string, handler: BlobHandler): void;
+  stop(): Promise<void>;
+}
+
+export async function startFakeUpstream(): Promise<FakeUpstream> {
+  const blobs = new Map<string, BlobHandler>();
+  const hits: { method: string; path: string }[] = [];
+  const server = createServer((req, res) => {
+    const path = (req.url ?? '').split('?', 1)[0] ?? '';
+    hits.push({ method: req.method ?? '', path });
+    const m = /\/blobs\/(sha256:[a-f0-9]{64})$/.exec(path);
+    const handler = m ? blobs.get(m[1] as string) : undefined;
+    if (handler) return handler(req, res);
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end('{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}');
+  });
+  server.listen(0, '127.0.0.1');
+  await new Promise((resolve) => server.once('listening', resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    hits,
+    setBlob: (digest, handler) => blobs.set(digest, handler),
+    async stop() {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+export function digestOf(body: Buffer): string {
+  return `sha256:${createHash('sha256').update(body).digest('hex')}`;
+}
+
+/** Serves `body` with its length, writing the first `release` bytes now and the rest when `finish()` is called. */
+export function gatedBlob(body: Buffer, firstBytes: number): { handler: BlobHandler; finish(): void; started: Promise<void> } {
+  let finish!: () => void;
+  const gate = new Promise<void>((resolve) => {
+    finish = resolve;
+  });
+  let started!: () => void;
+  const startedPromise = new Promise<void>((resolve) => {
+    started = resolve;
+  });
+  return {
+    handler(req, res) {
+      res.writeHead(200, { 'content-length': String(body.length), 'content-type': 'application/octet-stream' });
+      if (req.method === 'HEAD') return void res.end();
+      res.write(body.subarray(0, firstBytes));
+      started();
+      void gate.then(() => res.end(body.subarray(firstBytes)));
+    },
+    finish,
+    started: startedPromise,
+  };
+}

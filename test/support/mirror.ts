@@ -1,0 +1,121 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { once } from 'node:events';
+import { parseConfig } from '../../src/config.js';
+import { createSilentLogger } from '../../src/log.js';
+import { createRuntime, type Runtime } from '../../src/runtime.js';
+
+/** The parts of a config file a test chooses; listen, store and log are the harness's. */
+export interface MirrorInput {
+  readonly upstreams: Record<string, Record<string, unknown>>;
+  readonly defaultUpstream?: string;
+  readonly upstreamDefaults?: Record<string, unknown>;
+  readonly offline?: boolean;
+  readonly store?: Record<string, unknown>;
+}
+
+export interface MirrorHandle {
+  readonly url: string;
+  readonly host: string;
+  readonly storeDir: string;
+  readonly runtime: Runtime;
+  stop(): Promise<void>;
+}
+
+function fileConfig(input: MirrorInput, storeDir: string, port: number, level = 'silent'): Record<string, unknown> {
+  return {
+    listen: { host: '127.0.0.1', port },
+    store: { path: storeDir, ...input.store },
+    log: { level },
+    defaultUpstream: input.defaultUpstream ?? Object.keys(input.upstreams)[0],
+    upstreams: input.upstreams,
+    ...(input.upstreamDefaults ? { upstreamDefaults: input.upstreamDefaults } : {}),
+    ...(input.offline !== undefined ? { offline: input.offline } : {}),
+  };
+}
+
+/** A mirror in this process, on an ephemeral loopback port, with its own store. */
+export async function startMirror(
+  input: MirrorInput,
+  options: { env?: Record<string, string>; storeDir?: string } = {},
+): Promise<MirrorHandle> {
+  const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'oci-mirror-store-')));
+  const config = parseConfig(fileConfig(input, storeDir, 0), options.env ?? {});
+  const runtime = await createRuntime(config, { log: createSilentLogger(), processMetrics: false });
+  const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
+  const host = address.replace(/^http:\/\//, '');
+  return {
+    url: address,
+    host,
+    storeDir,
+    runtime,
+    async stop() {
+      await runtime.close();
+      if (!options.storeDir) await rm(storeDir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface MirrorProcess {
+  readonly url: string;
+  readonly host: string;
+  readonly pid: number;
+  readonly storeDir: string;
+  /** Peak resident set size so far (VmHWM), in bytes. */
+  peakRssBytes(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+/** The built mirror (`dist/main.js`) as a child process, as users run it. */
+export async function startMirrorProcess(input: MirrorInput, port: number): Promise<MirrorProcess> {
+  const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-proc-'));
+  const storeDir = join(dir, 'store');
+  const configFile = join(dir, 'mirror.config.json');
+  await writeFile(configFile, JSON.stringify(fileConfig(input, storeDir, port, 'info')));
+  const child: ChildProcess = spawn(process.execPath, ['dist/main.js', 'serve', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const url = `http://127.0.0.1:${port}`;
+  await waitForListening(child);
+  return {
+    url,
+    host: `127.0.0.1:${port}`,
+    pid: child.pid ?? 0,
+    storeDir,
+    async peakRssBytes() {
+      const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
+      const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
+      return Number(kb ?? 0) * 1024;
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await once(child, 'exit');
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Resolves when the mirror says it listens (its first info line); its output keeps being drained. */
+async function waitForListening(child: ChildProcess): Promise<void> {
+  let output = '';
+  const listening = new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('mirror listening')) resolve();
+      if (output.length > 65_536) output = output.slice(-8_192);
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', (code) => reject(new Error(`mirror exited with ${code}: ${output}`)));
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  try {
+    await listening;
+  } finally {
+    clearTimeout(timer);
+  }
+}
