@@ -4,6 +4,7 @@ import type { UpstreamTable } from '../oci/path.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
+import { API_VERSION_HEADER } from './headers.js';
 import { registerOps, type Readiness } from './ops.js';
 import { registerRegistryRoutes } from './routes.js';
 
@@ -27,8 +28,6 @@ declare module 'fastify' {
     facts: RequestFacts;
   }
 }
-
-export const API_VERSION_HEADER = { 'docker-distribution-api-version': 'registry/2.0' } as const;
 
 /** Builds the HTTP app; `listen()` is the serve command's business. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {

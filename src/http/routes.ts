@@ -5,7 +5,8 @@ import { RegistryError } from '../oci/errors.js';
 import { parseApiPath, routeName, type ApiPath, type Route } from '../oci/path.js';
 import { parseRange } from '../oci/range.js';
 import type { BlobResult, ManifestResult } from '../mirror/mirror.js';
-import { API_VERSION_HEADER, type AppDeps } from './app.js';
+import type { AppDeps } from './app.js';
+import { API_VERSION_HEADER } from './headers.js';
 
 const BLOB_HEADERS = {
   ...API_VERSION_HEADER,

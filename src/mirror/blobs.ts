@@ -4,7 +4,7 @@ import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
 import { resolveRange, type ByteRange, type RangeSpec } from '../oci/range.js';
-import { contentLength, ensureLinked, offlineMiss, upstreamFor, type MirrorDeps } from './context.js';
+import { closeBody, contentLength, ensureLinked, offlineMiss, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill, FillError } from './fill.js';
 import type { FillSource } from './fill-reader.js';
 
@@ -189,7 +189,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       path: `blobs/${digest}`,
       notFound: 'BLOB_UNKNOWN',
     });
-    response.body.destroy();
+    closeBody(response.body);
     const sizeBytes = contentLength(response.headers['content-length']);
     if (sizeBytes === undefined) {
       throw new RegistryError('UNAVAILABLE', 'upstream HEAD gave no Content-Length', { statusCode: 502 });

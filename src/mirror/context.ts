@@ -40,6 +40,12 @@ export function offlineMiss(code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: str
   return new RegistryError(code, `${what} is not in the cache and the mirror is offline (it was not warmed or imported)`);
 }
 
+/** Drops a body we do not need; its late 'error' (undici's abort) must not be uncaught. */
+export function closeBody(body: Readable): void {
+  body.on('error', () => undefined);
+  body.destroy();
+}
+
 /** Reads a small body (manifests, JSON) with a cap, so an upstream cannot fill memory. */
 export async function readCapped(body: Readable, maxBytes: number): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -47,7 +53,7 @@ export async function readCapped(body: Readable, maxBytes: number): Promise<Buff
   for await (const chunk of body as AsyncIterable<Buffer>) {
     total += chunk.length;
     if (total > maxBytes) {
-      body.destroy();
+      closeBody(body);
       throw new RegistryError('UNAVAILABLE', `upstream response larger than ${maxBytes} bytes`, { statusCode: 502 });
     }
     chunks.push(chunk);
@@ -76,6 +82,6 @@ export async function ensureLinked(
     path: `${kind}/${digest}`,
     notFound: kind === 'blobs' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN',
   });
-  response.body.destroy();
+  closeBody(response.body);
   await deps.records.putLink(route.upstream, route.repository, digest);
 }

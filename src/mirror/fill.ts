@@ -20,6 +20,7 @@ import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Digest } from '../oci/digest.js';
+import { closeBody } from './context.js';
 import type { BlobStore, TempFile } from '../store/blob-store.js';
 import { FillReader, type FillSource } from './fill-reader.js';
 import type { ByteRange } from '../oci/range.js';
@@ -76,14 +77,14 @@ export class Fill {
   /** Creates the spool file and starts copying `body` into it; returns at once. */
   static async begin(options: FillOptions, body: Readable): Promise<Fill> {
     const temp = await options.store.createTempFile().catch((err: unknown) => {
-      body.destroy();
+      closeBody(body);
       throw err;
     });
     let fill: Fill;
     try {
       fill = new Fill(options, await openRead(temp.path));
     } catch (err) {
-      body.destroy();
+      closeBody(body);
       await options.store.discardTemp(temp);
       throw err;
     }
@@ -164,7 +165,7 @@ export class Fill {
       this.#state = 'committed';
       this.#settle.resolve();
     } catch (err) {
-      body.destroy();
+      closeBody(body);
       await this.#options.store.discardTemp(temp).catch(() => undefined);
       this.#error = err instanceof FillError ? err : new FillError(errorMessage(err), 'upstream', { cause: err });
       this.#state = 'failed';

@@ -8,6 +8,7 @@ import { sha256Digest } from '../store/blob-store.js';
 import type { TagRecord } from '../store/records.js';
 import type { UpstreamResponse } from '../upstream/client.js';
 import {
+  closeBody,
   contentLength,
   ensureLinked,
   isUpstreamFailure,
@@ -105,7 +106,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
       accept: MANIFEST_ACCEPT,
       notFound: 'MANIFEST_UNKNOWN',
     });
-    response.body.destroy();
+    closeBody(response.body);
     const digest = findDigest(response.headers['docker-content-digest']) ?? findDigest(ref);
     const sizeBytes = contentLength(response.headers['content-length']);
     const mediaType = contentType(response);

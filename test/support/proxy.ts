@@ -1,0 +1,166 @@
+import { randomBytes } from 'node:crypto';
+import { createServer, request as httpRequest, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { pipeline } from 'node:stream/promises';
+
+export type RequestKind = 'base' | 'manifest' | 'blob' | 'tags' | 'token' | 'other';
+
+export interface Recorded {
+  readonly method: string;
+  readonly path: string;
+  readonly kind: RequestKind;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  status: number;
+  bytes: number;
+}
+
+export interface CountingProxy {
+  readonly url: string;
+  readonly requests: readonly Recorded[];
+  count(filter: { method?: string; kind?: RequestKind; pathIncludes?: string }): number;
+  reset(): void;
+  stop(): Promise<void>;
+}
+
+export interface ProxyOptions {
+  /** Emulate Docker Hub: 401 + Bearer challenge, tokens from a realm served beside the proxy. */
+  readonly tokenAuth?: boolean;
+  /** With tokenAuth: the token realm requires these Basic credentials. */
+  readonly tokenCredentials?: { readonly username: string; readonly password: string };
+}
+
+/**
+ * A reverse proxy in front of a real registry that records every request, so tests
+ * can assert what reached the upstream ("50 cold GETs → 1 upstream GET").
+ */
+export async function startCountingProxy(targetUrl: string, options: ProxyOptions = {}): Promise<CountingProxy> {
+  const target = new URL(targetUrl);
+  let requests: Recorded[] = [];
+  const tokens = new Map<string, Set<string>>();
+  const record = (req: IncomingMessage, kind: RequestKind): Recorded => {
+    const entry: Recorded = { method: req.method ?? '', path: req.url ?? '', kind, headers: { ...req.headers }, status: 0, bytes: 0 };
+    requests.push(entry);
+    return entry;
+  };
+
+  const tokenServer = options.tokenAuth
+    ? await listen(createServer((req, res) => issueToken(req, res, record(req, 'token'), tokens, options.tokenCredentials)))
+    : undefined;
+  const realm = tokenServer && `http://127.0.0.1:${(tokenServer.address() as AddressInfo).port}/token`;
+
+  const server = await listen(
+    createServer((req, res) => {
+      const entry = record(req, classify(req.url ?? ''));
+      if (realm && !authorized(req, tokens)) return challenge(res, entry, realm, req.url ?? '');
+      forward(req, res, target, entry);
+    }),
+  );
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    get requests() {
+      return requests;
+    },
+    count(filter) {
+      return requests.filter(
+        (r) =>
+          (filter.method === undefined || r.method === filter.method) &&
+          (filter.kind === undefined || r.kind === filter.kind) &&
+          (filter.pathIncludes === undefined || r.path.includes(filter.pathIncludes)),
+      ).length;
+    },
+    reset() {
+      requests = [];
+    },
+    async stop() {
+      for (const s of [server, tokenServer]) {
+        if (!s) continue;
+        s.closeAllConnections();
+        await new Promise((resolve) => s.close(resolve));
+      }
+    },
+  };
+}
+
+function forward(req: IncomingMessage, res: ServerResponse, target: URL, entry: Recorded): void {
+  const headers = { ...req.headers, host: target.host };
+  delete headers.authorization;
+  const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (upRes) => {
+    entry.status = upRes.statusCode ?? 0;
+    res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+    upRes.on('data', (chunk: Buffer) => {
+      entry.bytes += chunk.length;
+    });
+    pipeline(upRes, res).catch(() => res.destroy());
+  });
+  upstream.on('error', () => {
+    entry.status = 502;
+    if (!res.headersSent) res.writeHead(502, { 'content-type': 'application/json' }).end('{"errors":[{"code":"UNAVAILABLE","message":"registry down"}]}');
+    else res.destroy();
+  });
+  pipeline(req, upstream).catch(() => upstream.destroy());
+}
+
+function classify(url: string): RequestKind {
+  const path = url.split('?', 1)[0] ?? '';
+  if (/^\/v2\/?$/.test(path)) return 'base';
+  if (path.includes('/manifests/')) return 'manifest';
+  if (path.includes('/blobs/') && !path.includes('/blobs/uploads')) return 'blob';
+  if (path.endsWith('/tags/list')) return 'tags';
+  return 'other';
+}
+
+function repositoryOf(url: string): string | undefined {
+  const path = url.split('?', 1)[0] ?? '';
+  return /^\/v2\/(.+?)\/(?:manifests|blobs|tags|referrers)\//.exec(path)?.[1];
+}
+
+function authorized(req: IncomingMessage, tokens: Map<string, Set<string>>): boolean {
+  const token = /^Bearer (.+)$/.exec(req.headers.authorization ?? '')?.[1];
+  const scopes = token ? tokens.get(token) : undefined;
+  if (!scopes) return false;
+  const repo = repositoryOf(req.url ?? '');
+  return repo === undefined || scopes.has(`repository:${repo}:pull`);
+}
+
+function challenge(res: ServerResponse, entry: Recorded, realm: string, url: string): void {
+  const repo = repositoryOf(url);
+  const scope = repo ? `,scope="repository:${repo}:pull"` : '';
+  entry.status = 401;
+  res.writeHead(401, {
+    'content-type': 'application/json',
+    'www-authenticate': `Bearer realm="${realm}",service="test-upstream"${scope}`,
+  });
+  res.end('{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}');
+}
+
+function issueToken(
+  req: IncomingMessage,
+  res: ServerResponse,
+  entry: Recorded,
+  tokens: Map<string, Set<string>>,
+  credentials: ProxyOptions['tokenCredentials'],
+): void {
+  const expected = credentials && `Basic ${Buffer.from(`${credentials.username}:${credentials.password}`).toString('base64')}`;
+  if (expected && req.headers.authorization !== expected) {
+    entry.status = 401;
+    res.writeHead(401, { 'content-type': 'application/json' }).end('{"details":"bad credentials"}');
+    return;
+  }
+  const url = new URL(req.url ?? '/', 'http://token');
+  const token = randomBytes(16).toString('hex');
+  tokens.set(token, new Set(url.searchParams.getAll('scope').flatMap(expandScope)));
+  entry.status = 200;
+  res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ token, expires_in: 300 }));
+}
+
+/** `repository:a/b:pull,push` grants `repository:a/b:pull`. */
+function expandScope(scope: string): string[] {
+  const m = /^repository:(.+):([a-z,*]+)$/.exec(scope);
+  if (!m) return [];
+  return m[2]!.split(',').map((action) => `repository:${m[1]}:${action}`);
+}
+
+async function listen(server: Server): Promise<Server> {
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return server;
+}

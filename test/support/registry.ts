@@ -1,0 +1,97 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { freePort } from './ports.js';
+
+const REGISTRY_BIN = '/usr/bin/docker-registry';
+
+/** A real CNCF Distribution registry (Debian's docker-registry) on a loopback port. */
+export interface RegistryHandle {
+  readonly url: string;
+  readonly port: number;
+  readonly dir: string;
+  /** Stops the process; storage stays so that `restart()` serves the same content. */
+  stop(): Promise<void>;
+  /** Starts it again on the same port and storage. */
+  restart(): Promise<void>;
+  /** Stops it and removes its storage. */
+  dispose(): Promise<void>;
+}
+
+export async function startRegistry(): Promise<RegistryHandle> {
+  const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-registry-'));
+  const port = await freePort();
+  const configFile = join(dir, 'config.yml');
+  await writeFile(
+    configFile,
+    [
+      'version: 0.1',
+      'log:',
+      '  level: info',
+      '  accesslog:',
+      '    disabled: true',
+      'storage:',
+      '  filesystem:',
+      `    rootdirectory: ${join(dir, 'data')}`,
+      '  delete:',
+      '    enabled: true',
+      'http:',
+      `  addr: 127.0.0.1:${port}`,
+      '',
+    ].join('\n'),
+  );
+  let child: ChildProcess | undefined = await launch(configFile);
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    dir,
+    async stop() {
+      if (child) await terminate(child);
+      child = undefined;
+    },
+    async restart() {
+      if (child) await terminate(child);
+      child = await launch(configFile);
+    },
+    async dispose() {
+      if (child) await terminate(child);
+      child = undefined;
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Spawns the registry and resolves once it logs that it listens. */
+async function launch(configFile: string): Promise<ChildProcess> {
+  const child = spawn(REGISTRY_BIN, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const ready = new Promise<void>((resolve, reject) => {
+    const onData = (chunk: Buffer): void => {
+      output += chunk.toString();
+      if (output.includes('listening on')) resolve();
+      if (output.length > 65_536) output = output.slice(-8_192);
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('error', reject);
+    child.once('exit', (code) => reject(new Error(`docker-registry exited with ${code}: ${output.slice(-2000)}`)));
+  });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+  try {
+    await ready;
+  } finally {
+    clearTimeout(timer);
+  }
+  return child;
+}
+
+async function terminate(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = once(child, 'exit');
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+  await exited;
+  clearTimeout(timer);
+}
