@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+/**
+ * The `oci-mirror` bin: argv → command → run. The only module that calls
+ * `process.exit`. Exit codes: 0 done, 1 unexpected failure, 2 bad usage or config.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { runServe } from './cli/serve.js';
+import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
+import { ConfigError, loadConfig, type LoadConfigOptions } from './config.js';
+
+/** Read when `--config` is not given, if it exists in the working directory. */
+const DEFAULT_CONFIG_PATH = 'mirror.config.json';
+const EXIT_OK = 0;
+const EXIT_FAILURE = 1;
+const EXIT_USAGE = 2;
+
+async function main(argv: readonly string[]): Promise<number> {
+  const command = parseCommandLine(argv);
+  switch (command.kind) {
+    case 'help':
+      process.stdout.write(USAGE);
+      return EXIT_OK;
+    case 'version':
+      process.stdout.write(`${readVersion()}\n`);
+      return EXIT_OK;
+    case 'usage-error':
+      process.stderr.write(`oci-mirror: ${command.message}\n\n${USAGE}`);
+      return EXIT_USAGE;
+    case 'serve':
+      await runServe(await loadConfig(configOptions(command.options)));
+      return EXIT_OK;
+  }
+}
+
+function configOptions(options: GlobalOptions): LoadConfigOptions {
+  const file = options.configFile ?? (existsSync(DEFAULT_CONFIG_PATH) ? DEFAULT_CONFIG_PATH : undefined);
+  return {
+    ...(file === undefined ? {} : { file }),
+    env: process.env,
+    overrides: {
+      ...(options.port === undefined ? {} : { port: options.port }),
+      ...(options.offline === undefined ? {} : { offline: options.offline }),
+    },
+  };
+}
+
+/** package.json sits one level above both `src/` and `dist/`. */
+function readVersion(): string {
+  const text = readFileSync(new URL('../package.json', import.meta.url), 'utf8');
+  const { version } = JSON.parse(text) as { version?: unknown };
+  return typeof version === 'string' ? version : 'unknown';
+}
+
+function reportFailure(err: unknown): number {
+  if (err instanceof ConfigError) {
+    process.stderr.write(`oci-mirror: ${err.message}\n`);
+    return EXIT_USAGE;
+  }
+  process.stderr.write(`oci-mirror: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+  return EXIT_FAILURE;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => process.exit(reportFailure(err)),
+);

@@ -1,0 +1,67 @@
+import { describe, expect, it } from 'vitest';
+import { parseCommandLine, USAGE } from '../../src/cli/args.js';
+
+describe('parseCommandLine', () => {
+  it('serves by default', () => {
+    expect(parseCommandLine([])).toEqual({ kind: 'serve', options: {} });
+    expect(parseCommandLine(['serve'])).toEqual({ kind: 'serve', options: {} });
+  });
+
+  it('reads the global flags, in either position and either form', () => {
+    expect(parseCommandLine(['serve', '--config', 'my.json', '--port', '6000', '--offline'])).toEqual({
+      kind: 'serve',
+      options: { configFile: 'my.json', port: 6000, offline: true },
+    });
+    expect(parseCommandLine(['--port=0', 'serve', '--config=/etc/m.json'])).toEqual({
+      kind: 'serve',
+      options: { configFile: '/etc/m.json', port: 0 },
+    });
+  });
+
+  it.each([[['--help']], [['-h']], [['help']], [['serve', '--help']], [['--port', '1', '-h']]])('asks for help with %j', (argv) => {
+    expect(parseCommandLine(argv)).toEqual({ kind: 'help' });
+  });
+
+  it.each([[['--version']], [['-v']], [['serve', '-v']]])('asks for the version with %j', (argv) => {
+    expect(parseCommandLine(argv)).toEqual({ kind: 'version' });
+  });
+
+  it.each([
+    [['warm'], 'unknown command "warm"'],
+    [['serve', 'extra'], 'unexpected argument "extra"'],
+    [['help', 'serve'], 'unexpected argument "serve"'],
+    [['--verbose'], "Unknown option '--verbose'"],
+    [['-x'], "Unknown option '-x'"],
+    [['--offline=yes'], "Option '--offline' does not take an argument"],
+    [['--port'], "Option '--port <value>' argument missing"],
+    [['--config'], "Option '--config <value>' argument missing"],
+    [['--port', 'http'], '--port expects an integer from 0 to 65535, got "http"'],
+    [['--port', '65536'], '--port expects an integer from 0 to 65535, got "65536"'],
+    [['--port', '-1'], "Option '--port' argument is ambiguous"],
+    [['--port', '1.5'], '--port expects an integer from 0 to 65535, got "1.5"'],
+  ])('rejects %j as a usage error', (argv, message) => {
+    const command = parseCommandLine(argv);
+    expect(command.kind).toBe('usage-error');
+    expect(command.kind === 'usage-error' && command.message).toContain(message);
+  });
+
+  it('keeps the advice node appends to unknown options out of the message', () => {
+    expect(parseCommandLine(['--nope'])).toEqual({ kind: 'usage-error', message: "Unknown option '--nope'" });
+  });
+});
+
+describe('USAGE', () => {
+  it('lists the commands that exist, every flag, the config lookup rule and an example', () => {
+    for (const text of ['serve', 'help', '--config FILE', '--port N', '--offline', '-h, --help', '-v, --version']) {
+      expect(USAGE).toContain(text);
+    }
+    expect(USAGE).toContain('./mirror.config.json');
+    expect(USAGE).toMatch(/defaults/);
+    expect(USAGE).toMatch(/Example:\n {2}oci-mirror serve/);
+  });
+
+  it('lists no command that does not exist yet', () => {
+    const commands = /Commands:\n((?: {2}\S.*\n)+)/.exec(USAGE)?.[1] ?? '';
+    expect(commands.split('\n').filter(Boolean).map((line) => line.trim().split(/\s+/)[0])).toEqual(['serve', 'help']);
+  });
+});
