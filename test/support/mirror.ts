@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { parseConfig } from '../../src/config.js';
-import { createSilentLogger } from '../../src/log.js';
+import { createSilentLogger, type Logger } from '../../src/log.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 
 /** The parts of a config file a test chooses; listen, store and log are the harness's. */
@@ -39,11 +39,11 @@ function fileConfig(input: MirrorInput, storeDir: string, port: number, level = 
 /** A mirror in this process, on an ephemeral loopback port, with its own store. */
 export async function startMirror(
   input: MirrorInput,
-  options: { env?: Record<string, string>; storeDir?: string } = {},
+  options: { env?: Record<string, string>; storeDir?: string; log?: Logger } = {},
 ): Promise<MirrorHandle> {
   const storeDir = options.storeDir ?? (await mkdtemp(join(tmpdir(), 'oci-mirror-store-')));
   const config = parseConfig(fileConfig(input, storeDir, 0), options.env ?? {});
-  const runtime = await createRuntime(config, { log: createSilentLogger(), processMetrics: false });
+  const runtime = await createRuntime(config, { log: options.log ?? createSilentLogger(), processMetrics: false });
   const address = await runtime.app.listen({ host: '127.0.0.1', port: 0 });
   const host = address.replace(/^http:\/\//, '');
   return {
