@@ -1,6 +1,5 @@
-import type { FastifyInstance } from 'fastify';
 import type { Config } from './config-types.js';
-import { buildApp } from './http/app.js';
+import { buildApp, type App } from './http/app.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createMirror, type Mirror } from './mirror/mirror.js';
@@ -12,7 +11,7 @@ import { createUpstream, type Upstream } from './upstream/client.js';
 /** Everything one mirror is made of, built from one Config. */
 export interface Runtime {
   readonly config: Config;
-  readonly app: FastifyInstance;
+  readonly app: App;
   readonly mirror: Mirror;
   readonly metrics: Metrics;
   readonly store: BlobStore;

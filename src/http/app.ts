@@ -8,6 +8,9 @@ import { API_VERSION_HEADER } from './headers.js';
 import { registerOps, type Readiness } from './ops.js';
 import { registerRegistryRoutes } from './routes.js';
 
+/** The built HTTP app, for callers outside http/ (fastify lives here only). */
+export type App = FastifyInstance;
+
 export interface AppDeps {
   readonly mirror: Mirror;
   readonly table: UpstreamTable;

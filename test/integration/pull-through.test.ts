@@ -185,4 +185,12 @@ describe('pull-through against a real registry', () => {
     expect(JSON.parse(blob.body!.toString()).errors[0].code).toBe('BLOB_UNKNOWN');
     expect(mirror.runtime.mirror.fillsInFlight).toBe(0);
   });
+
+  it('coalesces concurrent requests for one uncached manifest into one upstream GET', async () => {
+    const fresh = await pushImage(registry.url, 'library/alpine-synth', undefined, buildImage({ mediaTypes: 'oci', layers: [{ seed: 'coalesce-m', size: 2048 }] }));
+    proxy.reset();
+    const results = await Promise.all(Array.from({ length: 20 }, () => fetchHashed(manifestUrl('library/alpine-synth', fresh.topDigest))));
+    for (const res of results) expect(res.sha256).toBe(fresh.topDigest);
+    expect(proxy.count({ method: 'GET', kind: 'manifest' })).toBe(1);
+  });
 });

@@ -1,0 +1,66 @@
+import { readdir, readFile } from 'node:fs/promises';
+import { join, relative } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+/**
+ * Keeps the layering of ../shared/STYLE.md true: each third-party library has one
+ * home, and store/upstream, http/store, http/upstream never import each other.
+ */
+const SRC = join(import.meta.dirname, '../../src');
+
+async function sourceFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { withFileTypes: true });
+  const files = await Promise.all(
+    entries.map((e) => (e.isDirectory() ? sourceFiles(join(dir, e.name)) : Promise.resolve(e.name.endsWith('.ts') ? [join(dir, e.name)] : []))),
+  );
+  return files.flat();
+}
+
+async function importsOf(): Promise<Map<string, string[]>> {
+  const map = new Map<string, string[]>();
+  for (const file of await sourceFiles(SRC)) {
+    const text = await readFile(file, 'utf8');
+    const specs = [...text.matchAll(/^\s*(?:import|export)[^'"]*from\s+['"]([^'"]+)['"]/gm)].map((m) => m[1] as string);
+    map.set(relative(SRC, file), specs);
+  }
+  return map;
+}
+
+const HOMES: Record<string, RegExp> = {
+  fastify: /^http\//,
+  undici: /^upstream\//,
+  'lru-cache': /^store\/cache-index\.ts$/,
+  'prom-client': /^metrics\.ts$/,
+  pino: /^log\.ts$/,
+  'proper-lockfile': /^store\/lock\.ts$/,
+};
+
+const FORBIDDEN: [RegExp, RegExp][] = [
+  [/^store\//, /\/upstream\//],
+  [/^upstream\//, /\/store\//],
+  [/^http\//, /\/(store|upstream)\//],
+  [/^oci\//, /\/(store|upstream|mirror|http)\//],
+];
+
+describe('module layering', () => {
+  it('imports each third-party library only from its home module', async () => {
+    const offenders: string[] = [];
+    for (const [file, specs] of await importsOf()) {
+      for (const spec of specs) {
+        const home = HOMES[spec];
+        if (home && !home.test(file)) offenders.push(`${file} imports ${spec}`);
+      }
+    }
+    expect(offenders).toEqual([]);
+  });
+
+  it('keeps store and upstream apart, http away from both, and oci free of I/O layers', async () => {
+    const offenders: string[] = [];
+    for (const [file, specs] of await importsOf()) {
+      for (const [from, to] of FORBIDDEN) {
+        if (from.test(file)) for (const spec of specs) if (to.test(spec)) offenders.push(`${file} imports ${spec}`);
+      }
+    }
+    expect(offenders).toEqual([]);
+  });
+});
