@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../oci/errors.js';
 import { parseApiPath, routeName, type ApiPath, type Route } from '../oci/path.js';
+import { acceptsManifest, parseAccept } from '../oci/media-types.js';
 import { parseRange } from '../oci/range.js';
 import type { BlobResult, ManifestResult } from '../mirror/mirror.js';
 import type { AppDeps } from './app.js';
@@ -63,6 +64,9 @@ async function serveContent(
     case 'manifest': {
       const result = await mirror.getManifest(route, api.reference, method);
       request.facts.outcome = result.outcome;
+      if (!acceptsManifest(parseAccept(request.headers.accept), result.mediaType)) {
+        throw new RegistryError('MANIFEST_UNKNOWN', `manifest is ${result.mediaType}, which the request does not accept`);
+      }
       return sendManifest(reply, result, method);
     }
     case 'blob': {

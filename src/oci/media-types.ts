@@ -59,3 +59,15 @@ export function manifestMediaType(body: Buffer, fallback?: string): string {
   }
   return fallback ?? MEDIA_TYPES.ociManifest;
 }
+
+/**
+ * Whether a client that sent `accepted` can take a manifest of `mediaType`. No Accept,
+ * a wildcard, or a list that names no manifest type at all (`curl -H 'Accept: a/b'`)
+ * takes anything; a client that lists manifest types but not this one gets a clear
+ * MANIFEST_UNKNOWN rather than bytes it cannot parse (we never convert manifests).
+ */
+export function acceptsManifest(accepted: readonly string[], mediaType: string): boolean {
+  if (accepted.length === 0 || accepted.includes(mediaType)) return true;
+  if (accepted.some((type) => type === '*/*' || type === 'application/*')) return true;
+  return !accepted.some((type) => MANIFEST_ACCEPT.includes(type));
+}

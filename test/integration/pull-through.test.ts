@@ -193,4 +193,22 @@ describe('pull-through against a real registry', () => {
     for (const res of results) expect(res.sha256).toBe(fresh.topDigest);
     expect(proxy.count({ method: 'GET', kind: 'manifest' })).toBe(1);
   });
+
+  it('refuses a manifest type the client explicitly does not accept, rather than converting it', async () => {
+    const res = await fetchHashed(manifestUrl('team/sub/app-synth', 'v1', '?ns=ghcr.io'), {
+      headers: { accept: 'application/vnd.docker.distribution.manifest.v2+json' },
+      keepBody: true,
+    });
+    expect(res.status).toBe(404);
+    expect(JSON.parse(res.body!.toString()).errors[0].code).toBe('MANIFEST_UNKNOWN');
+  });
+
+  it('refuses invalid names and digests with NAME_INVALID and DIGEST_INVALID', async () => {
+    const name = await fetchHashed(`${mirror.url}/v2/Bad/Name/manifests/latest`, { keepBody: true });
+    expect(name.status).toBe(400);
+    expect(JSON.parse(name.body!.toString()).errors[0].code).toBe('NAME_INVALID');
+    const digest = await fetchHashed(`${mirror.url}/v2/library/alpine-synth/blobs/sha256:xyz`, { keepBody: true });
+    expect(digest.status).toBe(400);
+    expect(JSON.parse(digest.body!.toString()).errors[0].code).toBe('DIGEST_INVALID');
+  });
 });

@@ -1,0 +1,222 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { parseDigest, type Digest } from '../../src/oci/digest.js';
+import { createBlobStore, DigestMismatchError, type BlobStore } from '../../src/store/blob-store.js';
+import { Fill, FillError } from '../../src/mirror/fill.js';
+
+const digestOf = (body: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(body).digest('hex')}`);
+const noop = (): void => undefined;
+
+/** Collects a reader; resolves with its bytes on 'end', rejects on 'error'. */
+function collect(reader: Readable): { done: Promise<Buffer>; received: () => number } {
+  const chunks: Buffer[] = [];
+  let received = 0;
+  const done = new Promise<Buffer>((resolve, reject) => {
+    reader.on('data', (chunk: Buffer) => {
+      chunks.push(chunk);
+      received += chunk.length;
+    });
+    reader.on('end', () => resolve(Buffer.concat(chunks)));
+    reader.on('error', reject);
+  });
+  done.catch(noop);
+  return { done, received: () => received };
+}
+
+/** Lets the fill's write/read promises run (file I/O completes on the thread pool). */
+async function settle(times = 20): Promise<void> {
+  for (let i = 0; i < times; i++) await new Promise((resolve) => setImmediate(resolve));
+}
+
+describe('fill state machine', () => {
+  let dir: string;
+  let store: BlobStore;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'oci-mirror-fill-'));
+    store = createBlobStore(dir);
+    await store.init();
+  });
+
+  afterEach(async () => {
+    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function begin(body: Buffer, sizeBytes: number | undefined = body.length) {
+    const upstream = new PassThrough();
+    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes, store }, upstream);
+    return { upstream, fill };
+  }
+
+  it('commits verified bytes, and every reader — early, late, ranged — gets exactly its bytes', async () => {
+    const body = randomBytes(3 << 20);
+    const { upstream, fill } = await begin(body);
+    const early = collect(fill.openReader(undefined, 'upstream', noop));
+    upstream.write(body.subarray(0, 1 << 20));
+    await settle();
+    const late = collect(fill.openReader(undefined, 'cache', noop));
+    const ranged = collect(fill.openReader({ start: 1000, end: body.length - 1 }, 'cache', noop));
+    upstream.end(body.subarray(1 << 20));
+    await fill.done;
+    expect(fill.state).toBe('committed');
+    expect((await early.done).equals(body)).toBe(true);
+    expect((await late.done).equals(body)).toBe(true);
+    expect((await ranged.done).equals(body.subarray(1000))).toBe(true);
+    expect(await store.statBlob(fill.digest)).toBe(body.length);
+    fill.release();
+  });
+
+  it('holds back the last byte until the digest is verified', async () => {
+    const body = randomBytes(200_000);
+    const { upstream, fill } = await begin(body);
+    const stream = fill.openReader(undefined, 'upstream', noop);
+    const reader = collect(stream);
+    const nearlyAll = new Promise<void>((resolve) => {
+      stream.on('data', () => {
+        if (reader.received() >= body.length - 1) resolve();
+      });
+    });
+    upstream.write(body);
+    await nearlyAll;
+    await settle();
+    expect(fill.writtenBytes).toBe(body.length);
+    expect(fill.state).toBe('fetching');
+    expect(reader.received()).toBe(body.length - 1);
+    upstream.end();
+    expect((await reader.done).length).toBe(body.length);
+    fill.release();
+  });
+
+  it('destroys every reader and stores nothing when the bytes do not match the digest', async () => {
+    const body = randomBytes(100_000);
+    const wrong = Buffer.from(body);
+    wrong.writeUInt8(wrong.readUInt8(5) ^ 1, 5);
+    const upstream = new PassThrough();
+    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes: body.length, store }, upstream);
+    const readers = [collect(fill.openReader(undefined, 'upstream', noop)), collect(fill.openReader({ start: 10, end: 99 }, 'cache', noop))];
+    upstream.end(wrong);
+    await expect(fill.done).rejects.toMatchObject({ reason: 'digest' });
+    for (const reader of readers) await expect(reader.done).rejects.toThrow(/upstream transfer failed/);
+    expect(await store.statBlob(fill.digest)).toBeUndefined();
+    fill.release();
+  });
+
+  it('fails with reason size when the body is shorter or longer than its Content-Length', async () => {
+    const body = randomBytes(50_000);
+    const short = await begin(body);
+    const shortReader = collect(short.fill.openReader(undefined, 'upstream', noop));
+    short.upstream.end(body.subarray(0, 40_000));
+    await expect(short.fill.done).rejects.toBeInstanceOf(FillError);
+    await expect(short.fill.done).rejects.toMatchObject({ reason: 'size' });
+    await expect(shortReader.done).rejects.toThrow();
+    short.fill.release();
+
+    const long = await begin(body, body.length - 1);
+    long.upstream.end(body);
+    await expect(long.fill.done).rejects.toMatchObject({ reason: 'size' });
+    long.fill.release();
+  });
+
+  it('fails with reason upstream when the upstream body errors mid-way', async () => {
+    const body = randomBytes(50_000);
+    const { upstream, fill } = await begin(body);
+    const reader = collect(fill.openReader(undefined, 'upstream', noop));
+    upstream.write(body.subarray(0, 10_000));
+    upstream.destroy(new Error('connection reset'));
+    await expect(fill.done).rejects.toMatchObject({ reason: 'upstream' });
+    await expect(reader.done).rejects.toThrow();
+    fill.release();
+  });
+
+  it('commits while a reader is paused, and the paused reader then drains to the end', async () => {
+    const body = randomBytes(4 << 20);
+    const { upstream, fill } = await begin(body);
+    const paused = fill.openReader(undefined, 'upstream', noop);
+    upstream.end(body);
+    await fill.done;
+    expect(fill.state).toBe('committed');
+    const chunks: Buffer[] = [];
+    for await (const chunk of paused) chunks.push(chunk as Buffer);
+    expect(Buffer.concat(chunks).equals(body)).toBe(true);
+    fill.release();
+  });
+
+  it('keeps filling when one reader is destroyed, and the others finish', async () => {
+    const body = randomBytes(1 << 20);
+    const { upstream, fill } = await begin(body);
+    const leaving = fill.openReader(undefined, 'upstream', noop);
+    leaving.on('error', noop);
+    const staying = collect(fill.openReader(undefined, 'cache', noop));
+    upstream.write(body.subarray(0, 100_000));
+    await settle();
+    leaving.destroy();
+    upstream.end(body.subarray(100_000));
+    await fill.done;
+    expect((await staying.done).equals(body)).toBe(true);
+    expect(fill.readerCount).toBe(0);
+    fill.release();
+  });
+
+  it('counts bytes delivered to each reader', async () => {
+    const body = randomBytes(300_000);
+    const { upstream, fill } = await begin(body);
+    let counted = 0;
+    const reader = collect(fill.openReader({ start: 100, end: 199 }, 'cache', (n) => (counted += n)));
+    upstream.end(body);
+    expect((await reader.done).equals(body.subarray(100, 200))).toBe(true);
+    expect(counted).toBe(100);
+    fill.release();
+  });
+});
+
+describe('blob store', () => {
+  let dir: string;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'oci-mirror-store-'));
+  });
+
+  afterEach(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  it('refuses content whose digest does not match and leaves no file behind', async () => {
+    const store = createBlobStore(dir);
+    await store.init();
+    const body = Buffer.from('hello');
+    const other = digestOf(Buffer.from('world'));
+    await expect(store.putVerified(other, body)).rejects.toBeInstanceOf(DigestMismatchError);
+    expect(await store.statBlob(other)).toBeUndefined();
+    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+  });
+
+  it('empties tmp/ at start-up and keeps committed content', async () => {
+    const store = createBlobStore(dir);
+    await store.init();
+    const body = Buffer.from('kept');
+    await store.putVerified(digestOf(body), body);
+    const temp = await store.createTempFile();
+    await temp.handle.write('partial');
+    await temp.handle.close();
+    const again = createBlobStore(dir);
+    await again.init();
+    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+    expect(await again.statBlob(digestOf(body))).toBe(body.length);
+  });
+
+  it('keeps manifests with their media type across instances', async () => {
+    const store = createBlobStore(dir);
+    await store.init();
+    const body = Buffer.from('{"schemaVersion":2}');
+    await store.putManifest(digestOf(body), 'application/vnd.oci.image.manifest.v1+json', body);
+    const again = createBlobStore(dir);
+    const read = await again.readManifest(digestOf(body));
+    expect(read?.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
+    expect(read?.body.equals(body)).toBe(true);
+  });
+});
