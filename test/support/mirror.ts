@@ -2,10 +2,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { once } from 'node:events';
 import { parseConfig } from '../../src/config.js';
 import { createSilentLogger, type Logger } from '../../src/log.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
+import { terminate, waitForOutput } from './process.js';
 
 /** The parts of a config file a test chooses; listen, store and log are the harness's. */
 export interface MirrorInput {
@@ -78,7 +78,7 @@ export async function startMirrorProcess(input: MirrorInput, port: number): Prom
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const url = `http://127.0.0.1:${port}`;
-  await waitForListening(child);
+  await waitForOutput(child, 'mirror listening');
   return {
     url,
     host: `127.0.0.1:${port}`,
@@ -90,32 +90,8 @@ export async function startMirrorProcess(input: MirrorInput, port: number): Prom
       return Number(kb ?? 0) * 1024;
     },
     async stop() {
-      if (child.exitCode === null) {
-        child.kill('SIGTERM');
-        await once(child, 'exit');
-      }
+      await terminate(child);
       await rm(dir, { recursive: true, force: true });
     },
   };
-}
-
-/** Resolves when the mirror says it listens (its first info line); its output keeps being drained. */
-async function waitForListening(child: ChildProcess): Promise<void> {
-  let output = '';
-  const listening = new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString();
-      if (output.includes('mirror listening')) resolve();
-      if (output.length > 65_536) output = output.slice(-8_192);
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('exit', (code) => reject(new Error(`mirror exited with ${code}: ${output}`)));
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  try {
-    await listening;
-  } finally {
-    clearTimeout(timer);
-  }
 }

@@ -1,9 +1,9 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from './ports.js';
+import { terminate, waitForOutput } from './process.js';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
 
@@ -66,32 +66,6 @@ export async function startRegistry(): Promise<RegistryHandle> {
 /** Spawns the registry and resolves once it logs that it listens. */
 async function launch(configFile: string): Promise<ChildProcess> {
   const child = spawn(REGISTRY_BIN, ['serve', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const ready = new Promise<void>((resolve, reject) => {
-    const onData = (chunk: Buffer): void => {
-      output += chunk.toString();
-      if (output.includes('listening on')) resolve();
-      if (output.length > 65_536) output = output.slice(-8_192);
-    };
-    child.stdout?.on('data', onData);
-    child.stderr?.on('data', onData);
-    child.once('error', reject);
-    child.once('exit', (code) => reject(new Error(`docker-registry exited with ${code}: ${output.slice(-2000)}`)));
-  });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  try {
-    await ready;
-  } finally {
-    clearTimeout(timer);
-  }
+  await waitForOutput(child, 'listening on');
   return child;
-}
-
-async function terminate(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-  await exited;
-  clearTimeout(timer);
 }
