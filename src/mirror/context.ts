@@ -1,5 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { Config, UpstreamConfig } from '../config-types.js';
+import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
 import type { Logger } from '../log.js';
@@ -70,7 +71,7 @@ export function contentLength(value: string | undefined): number | undefined {
 export async function ensureLinked(
   deps: MirrorDeps,
   route: Route,
-  digest: import('../oci/digest.js').Digest,
+  digest: Digest,
   kind: 'manifests' | 'blobs',
 ): Promise<void> {
   const { upstream } = upstreamFor(deps, route);
