@@ -126,4 +126,21 @@ describe('fills under upstream faults', () => {
     expect(Buffer.from(await first).equals(body)).toBe(true);
     expect(upstream.hits.filter((h) => h.method === 'GET').length).toBe(1);
   });
+
+  it('passes the referrers API through with its media type and query, and without ns', async () => {
+    const subject = `sha256:${'b'.repeat(64)}`;
+    const index = JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] });
+    let seenQuery = '';
+    upstream.setPath(`org/app/referrers/${subject}`, (req, res) => {
+      seenQuery = (req.url ?? '').split('?')[1] ?? '';
+      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'oci-filters-applied': 'artifactType' });
+      res.end(index);
+    });
+    const res = await fetchHashed(`${mirror.url}/v2/org/app/referrers/${subject}?ns=fake.test&artifactType=application%2Fspdx`, { keepBody: true });
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toBe('application/vnd.oci.image.index.v1+json');
+    expect(res.headers['oci-filters-applied']).toBe('artifactType');
+    expect(res.body?.toString()).toBe(index);
+    expect(seenQuery).toBe('artifactType=application%2Fspdx');
+  });
 });

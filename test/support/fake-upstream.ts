@@ -12,17 +12,20 @@ export interface FakeUpstream {
   readonly url: string;
   readonly hits: { method: string; path: string }[];
   setBlob(digest: string, handler: BlobHandler): void;
+  /** Any other path (after /v2/) the test wants answered, e.g. `org/app/referrers/sha256:…`. */
+  setPath(path: string, handler: BlobHandler): void;
   stop(): Promise<void>;
 }
 
 export async function startFakeUpstream(): Promise<FakeUpstream> {
   const blobs = new Map<string, BlobHandler>();
+  const paths = new Map<string, BlobHandler>();
   const hits: { method: string; path: string }[] = [];
   const server = createServer((req, res) => {
     const path = (req.url ?? '').split('?', 1)[0] ?? '';
     hits.push({ method: req.method ?? '', path });
     const m = /\/blobs\/(sha256:[a-f0-9]{64})$/.exec(path);
-    const handler = m ? blobs.get(m[1] as string) : undefined;
+    const handler = m ? blobs.get(m[1] as string) : paths.get(path.replace(/^\/v2\//, ''));
     if (handler) return handler(req, res);
     res.writeHead(404, { 'content-type': 'application/json' });
     res.end('{"errors":[{"code":"BLOB_UNKNOWN","message":"unknown"}]}');
@@ -34,6 +37,7 @@ export async function startFakeUpstream(): Promise<FakeUpstream> {
     url: `http://127.0.0.1:${port}`,
     hits,
     setBlob: (digest, handler) => blobs.set(digest, handler),
+    setPath: (path, handler) => paths.set(path, handler),
     async stop() {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
