@@ -1,4 +1,5 @@
 import type { LogLevel } from './log.js';
+import type { ImageRef } from './oci/image-ref.js';
 
 /**
  * The validated, defaulted, deep-frozen configuration. Durations are milliseconds,
@@ -25,6 +26,8 @@ export interface StoreConfig {
   readonly path: string;
   readonly maxSizeBytes: number;
   readonly idleTtlMs: number;
+  /** Images never evicted, with everything their manifests reference. */
+  readonly pins: readonly ImageRef[];
 }
 
 export interface UpstreamCredentials {

@@ -20,6 +20,8 @@ import {
   type Reader,
 } from './config-reader.js';
 import type { LogLevel } from './log.js';
+import { parseImageRef, type ImageRef } from './oci/image-ref.js';
+import type { UpstreamTable } from './oci/path.js';
 
 export type { Config } from './config-types.js';
 export { ConfigError, type ConfigProblem, type Env } from './config-reader.js';
@@ -52,7 +54,7 @@ export interface UpstreamFile extends Partial<Omit<UpstreamPolicyFile, 'timeouts
 export interface ConfigFile {
   readonly $schema?: string;
   readonly listen: { readonly host: string; readonly port: number; readonly tls?: { readonly certFile: string; readonly keyFile: string } };
-  readonly store: { readonly path: string; readonly maxSize: string; readonly idleTtl: string };
+  readonly store: { readonly path: string; readonly maxSize: string; readonly idleTtl: string; readonly pins: readonly string[] };
   readonly defaultUpstream: string;
   readonly upstreamDefaults: UpstreamPolicyFile;
   readonly upstreams: Readonly<Record<string, UpstreamFile>>;
@@ -63,7 +65,7 @@ export interface ConfigFile {
 /** The built-in configuration in file form; `mirror.config.json` ships exactly this. */
 export const DEFAULT_CONFIG_FILE: ConfigFile = deepFreeze({
   listen: { host: '0.0.0.0', port: 5000 },
-  store: { path: './data', maxSize: '50GiB', idleTtl: '30d' },
+  store: { path: './data', maxSize: '50GiB', idleTtl: '30d', pins: [] },
   defaultUpstream: 'docker.io',
   upstreamDefaults: {
     freshFor: '5m',
@@ -91,7 +93,7 @@ export const CONFIG_FILE_KEYS = {
   root: ['$schema', 'listen', 'store', 'defaultUpstream', 'upstreamDefaults', 'upstreams', 'offline', 'log'],
   listen: ['host', 'port', 'tls'],
   tls: ['certFile', 'keyFile'],
-  store: ['path', 'maxSize', 'idleTtl'],
+  store: ['path', 'maxSize', 'idleTtl', 'pins'],
   upstreamDefaults: POLICY_KEYS,
   timeouts: ['connect', 'headers', 'body'],
   upstream: ['url', 'aliases', 'library', 'auth', ...POLICY_KEYS],
@@ -215,7 +217,8 @@ function readConfig(rd: Reader, raw: unknown): Config {
   }
   const offline = rd.boolean(root.offline, 'offline');
   const log = rd.object(root.log, 'log', CONFIG_FILE_KEYS.log);
-  return { listen, store, defaultUpstream, upstreams, offline, log: { level: rd.oneOf(log.level, 'log.level', LOG_LEVELS) } };
+  const pins = readPins(rd, isPlainObject(root.store) ? root.store.pins : undefined, { upstreams, defaultUpstream });
+  return { listen, store: { ...store, pins }, defaultUpstream, upstreams, offline, log: { level: rd.oneOf(log.level, 'log.level', LOG_LEVELS) } };
 }
 
 function readListen(rd: Reader, raw: unknown): Config['listen'] {
@@ -227,13 +230,30 @@ function readListen(rd: Reader, raw: unknown): Config['listen'] {
   };
 }
 
-function readStore(rd: Reader, raw: unknown): Config['store'] {
+function readStore(rd: Reader, raw: unknown): Omit<Config['store'], 'pins'> {
   const store = rd.object(raw, 'store', CONFIG_FILE_KEYS.store);
   return {
     path: rd.string(store.path, 'store.path'),
     maxSizeBytes: rd.size(store.maxSize, 'store.maxSize'),
     idleTtlMs: rd.duration(store.idleTtl, 'store.idleTtl', 1),
   };
+}
+
+/** Pins name images the way users write them; the upstream must be configured. */
+function readPins(rd: Reader, raw: unknown, upstreams: Pick<Config, 'upstreams' | 'defaultUpstream'>): ImageRef[] {
+  const table = createUpstreamTable(upstreams);
+  const pins: ImageRef[] = [];
+  rd.array(raw, 'store.pins').forEach((value, i) => {
+    const at = `store.pins[${i}]`;
+    const text = rd.string(value, at);
+    if (text === '') return;
+    try {
+      pins.push(parseImageRef(text, table));
+    } catch (err) {
+      rd.report(at, `${JSON.stringify(text)} is not an image reference here: ${(err as Error).message}`);
+    }
+  });
+  return pins;
 }
 
 function readTls(rd: Reader, raw: unknown): { certFile: string; keyFile: string } {
@@ -327,4 +347,18 @@ function deepFreeze<T>(value: T): T {
     for (const child of Object.values(value)) deepFreeze(child);
   }
   return value;
+}
+
+/** Registry hosts (keys and aliases, case-folded) → upstream key. */
+export function createUpstreamTable(config: Pick<Config, 'upstreams' | 'defaultUpstream'>): UpstreamTable {
+  const hosts = new Map<string, string>();
+  for (const upstream of Object.values(config.upstreams)) {
+    hosts.set(upstream.name.toLowerCase(), upstream.name);
+    for (const alias of upstream.aliases) hosts.set(alias.toLowerCase(), upstream.name);
+  }
+  return {
+    findUpstream: (host) => hosts.get(host),
+    defaultUpstream: config.defaultUpstream,
+    usesLibrary: (name) => config.upstreams[name]?.library ?? false,
+  };
 }

@@ -1,9 +1,9 @@
+import { createUpstreamTable } from './config.js';
 import type { Config } from './config-types.js';
 import { buildApp, type App } from './http/app.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createMirror, type Mirror } from './mirror/mirror.js';
-import type { UpstreamTable } from './oci/path.js';
 import { createBlobStore, type BlobStore } from './store/blob-store.js';
 import { createRecords } from './store/records.js';
 import { createUpstream, type Upstream } from './upstream/client.js';
@@ -41,6 +41,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
     metrics,
     log,
     readiness: () => ({ ready: true }),
+    tls: config.listen.tls,
   });
   return {
     config,
@@ -53,19 +54,5 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       await app.close();
       await Promise.all([...upstreams.values()].map((u) => u.close()));
     },
-  };
-}
-
-/** Registry hosts (keys and aliases, case-folded) → upstream key. */
-export function createUpstreamTable(config: Config): UpstreamTable {
-  const hosts = new Map<string, string>();
-  for (const upstream of Object.values(config.upstreams)) {
-    hosts.set(upstream.name.toLowerCase(), upstream.name);
-    for (const alias of upstream.aliases) hosts.set(alias.toLowerCase(), upstream.name);
-  }
-  return {
-    findUpstream: (host) => hosts.get(host),
-    defaultUpstream: config.defaultUpstream,
-    usesLibrary: (name) => config.upstreams[name]?.library ?? false,
   };
 }

@@ -17,6 +17,8 @@ export interface AppDeps {
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly readiness: () => Readiness;
+  /** PEM files to serve HTTPS from; plain HTTP when undefined. */
+  readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
 }
 
 /** What the handlers learn about a request, for its one access-log line. */

@@ -92,6 +92,6 @@ export function routeName(rawName: string, ns: string | undefined, table: Upstre
 }
 
 /** Registry hosts carry a dot, a port or are `localhost` (Docker's own rule for reference names). */
-function looksLikeHost(segment: string): boolean {
+export function looksLikeHost(segment: string): boolean {
   return segment.includes('.') || segment.includes(':') || segment === 'localhost';
 }

@@ -122,7 +122,7 @@ describe('mirror.config.schema.json', () => {
     const timeouts = schema.$defs.timeouts ?? {};
     expect(prop(schema, 'listen', 'host').default).toBe(d.listen.host);
     expect(prop(schema, 'listen', 'port').default).toBe(d.listen.port);
-    for (const key of CONFIG_FILE_KEYS.store) expect(prop(schema, 'store', key).default, key).toBe(d.store[key]);
+    for (const key of CONFIG_FILE_KEYS.store) expect(prop(schema, 'store', key).default, key).toEqual(d.store[key]);
     expect(prop(schema, 'defaultUpstream').default).toBe(d.defaultUpstream);
     for (const key of CONFIG_FILE_KEYS.upstreamDefaults) {
       if (key !== 'timeouts') expect(prop(schema, 'upstreamDefaults', key).default, key).toBe(d.upstreamDefaults[key]);

@@ -34,7 +34,7 @@ describe('parseConfig defaults', () => {
   it('turns the empty file into the documented defaults, in ms and bytes', () => {
     const config = parseConfig({}, NO_ENV);
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 5000 });
-    expect(config.store).toEqual({ path: './data', maxSizeBytes: 50 * 2 ** 30, idleTtlMs: 30 * 86_400_000 });
+    expect(config.store).toEqual({ path: './data', maxSizeBytes: 50 * 2 ** 30, idleTtlMs: 30 * 86_400_000, pins: [] });
     expect(config.defaultUpstream).toBe('docker.io');
     expect(config.offline).toBe(false);
     expect(config.log).toEqual({ level: 'info' });
@@ -76,7 +76,7 @@ describe('parseConfig merging', () => {
       NO_ENV,
     );
     expect(config.listen).toEqual({ host: '0.0.0.0', port: 6000 });
-    expect(config.store).toEqual({ path: './data', maxSizeBytes: 1e9, idleTtlMs: 30 * 86_400_000 });
+    expect(config.store).toEqual({ path: './data', maxSizeBytes: 1e9, idleTtlMs: 30 * 86_400_000, pins: [] });
     expect(config.log.level).toBe('debug');
     expect(config.upstreams['quay.io']?.timeouts).toEqual({ connectMs: 1000, headersMs: 30_000, bodyMs: 30_000 });
   });
@@ -218,6 +218,25 @@ describe('parseConfig validation', () => {
       'upstreams["docker.io"].aliases: alias "ghcr.io" is already the key of upstream "ghcr.io"',
       'upstreams["mirror.local"].aliases: alias "index.docker.io" is already an alias of upstream "docker.io"',
     ]);
+  });
+});
+
+describe('parseConfig pins', () => {
+  it('routes pins the way clients name images: default upstream, library/, digest over tag', () => {
+    const digest = `sha256:${'a'.repeat(64)}`;
+    const { pins } = parseConfig({ store: { pins: ['alpine', 'ghcr.io/org/app:1.2', `quay.io/org/app:1@${digest}`] } }, {}).store;
+    expect(pins).toEqual([
+      { upstream: 'docker.io', repository: 'library/alpine', reference: { kind: 'tag', tag: 'latest' } },
+      { upstream: 'ghcr.io', repository: 'org/app', reference: { kind: 'tag', tag: '1.2' } },
+      { upstream: 'quay.io', repository: 'org/app', reference: { kind: 'digest', digest } },
+    ]);
+  });
+
+  it('names the pin that is not an image of a configured upstream', () => {
+    const problems = problemsOf({ store: { pins: ['alpine:3.20', 'example.com/app:1', 'Bad Name'] } });
+    expect(problems).toHaveLength(2);
+    expect(problems[0]).toMatch(/^store\.pins\[1\]: .*registry example\.com is not one of the configured upstreams/);
+    expect(problems[1]).toMatch(/^store\.pins\[2\]: /);
   });
 });
 
