@@ -89,7 +89,7 @@ export function createMetrics(options: { readonly processMetrics?: boolean } = {
     }),
     fills: new Counter({
       name: 'oci_mirror_fills_total',
-      help: 'Finished blob fills by result (committed, aborted).',
+      help: 'Finished blob fills by result: committed, relayed (served but not stored: the store could not be written), aborted.',
       labelNames: ['result'],
       registers,
     }),

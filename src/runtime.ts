@@ -6,6 +6,11 @@ import { createMetrics, type Metrics } from './metrics.js';
 import { createMirror, type Mirror } from './mirror/mirror.js';
 import { createBlobStore, type BlobStore } from './store/blob-store.js';
 import { createRecords } from './store/records.js';
+import { createCacheIndex, type CacheIndex } from './store/cache-index.js';
+import { createStoreLocks } from './store/lock.js';
+import { createMaintenance, type Maintenance } from './mirror/maintenance.js';
+import { pinnedDigests } from './mirror/pins.js';
+import { createStoreHealth } from './mirror/store-health.js';
 import { createUpstream, type Upstream } from './upstream/client.js';
 
 /** Everything one mirror is made of, built from one Config. */
@@ -15,6 +20,8 @@ export interface Runtime {
   readonly mirror: Mirror;
   readonly metrics: Metrics;
   readonly store: BlobStore;
+  readonly index: CacheIndex;
+  readonly maintenance: Maintenance;
   readonly log: Logger;
   /** Stops taking requests, lets responses in flight finish, then closes upstreams. */
   close(): Promise<void>;
@@ -29,30 +36,56 @@ export interface RuntimeOptions {
 export async function createRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
   const { log } = options;
   const metrics = createMetrics({ processMetrics: options.processMetrics ?? true });
-  const store = createBlobStore(config.store.path);
+  const locks = createStoreLocks(config.store.path, {
+    onLost: (name, err) => log.warn({ lock: name, err }, 'store lock lost to another process'),
+  });
+  const store = createBlobStore(config.store.path, locks);
   await store.init();
+  const records = createRecords(store);
+  const health = createStoreHealth({ log, metrics });
+  const index = createCacheIndex({
+    store,
+    maxSizeBytes: config.store.maxSizeBytes,
+    idleTtlMs: config.store.idleTtlMs,
+    protectedDigests: () => pinnedDigests({ config, records, store }),
+    onEvicted: (reason, count) => metrics.evictions.inc({ reason }, count),
+    onChange: (totals) => {
+      metrics.storeBytes.set(totals.sizeBytes);
+      metrics.storeEntries.set(totals.entries);
+    },
+  });
+  const startedMs = Date.now();
+  const loadedFrom = await index.load();
+  log.info({ from: loadedFrom, entries: index.entries, sizeBytes: index.sizeBytes, durationMs: Date.now() - startedMs }, 'store index loaded');
+  const maintenance = createMaintenance({ config, store, index, records, log });
   const upstreams = new Map<string, Upstream>(
     Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log })]),
   );
-  const mirror = createMirror({ config, store, records: createRecords(store.layout), upstreams, metrics, log });
+  const mirror = createMirror({ config, store, records, upstreams, metrics, log, index, health, maintain: maintenance.run });
   const app = await buildApp({
     mirror,
     table: createUpstreamTable(config),
     metrics,
     log,
-    readiness: () => ({ ready: true }),
+    readiness: () => ({ ready: true, ...(health.degraded ? { degraded: health.degraded } : {}) }),
     tls: config.listen.tls,
   });
+  maintenance.start();
   return {
     config,
     app,
     mirror,
     metrics,
     store,
+    index,
+    maintenance,
     log,
     async close() {
       await app.close();
+      await mirror.drain();
+      await maintenance.close();
       await Promise.all([...upstreams.values()].map((u) => u.close()));
+      await store.close();
     },
   };
 }

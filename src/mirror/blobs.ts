@@ -1,11 +1,13 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
-import type { Digest } from '../oci/digest.js';
+import { digestHex, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
 import { resolveRange, type ByteRange, type RangeSpec } from '../oci/range.js';
 import { closeBody, contentLength, ensureLinked, offlineMiss, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill, FillError } from './fill.js';
+import { RemoteFill } from './remote-fill.js';
+import { currentOwner, isDeadOwner, type Lease } from '../store/lock.js';
 import type { FillSource } from './fill-reader.js';
 
 export interface BlobResult {
@@ -34,15 +36,23 @@ export interface Blobs {
 }
 
 const CACHE_READ_CHUNK = 1024 * 1024;
+/** Free space kept beyond a blob's size before it is spooled. */
+const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
+const FOLLOW_POLL_MS = 50;
+
+/** A download this process serves from: its own fill, or one another process writes. */
+type Source = Fill | RemoteFill;
 
 interface Flight {
   readonly origin: Route;
-  readonly fill: Promise<Fill>;
+  /** Undefined: another process committed the blob meanwhile; serve it from the store. */
+  readonly fill: Promise<Source | undefined>;
 }
 
 export function createBlobs(deps: MirrorDeps): Blobs {
   const flights = new Map<Digest, Flight>();
-  const { metrics, log } = deps;
+  const { metrics, log, store, index, health } = deps;
+  const owner = currentOwner();
 
   function countBytes(source: FillSource): (n: number) => void {
     return (n) => {
@@ -52,7 +62,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
   }
 
   async function fromStore(digest: Digest, spec: RangeSpec | undefined): Promise<Omit<BlobResult, 'outcome'> | undefined> {
-    const blob = await deps.store.openBlob(digest);
+    const blob = await store.openBlob(digest);
     if (!blob) return undefined;
     let range: ByteRange | undefined;
     try {
@@ -61,6 +71,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       await blob.handle.close();
       throw err;
     }
+    index.touch(digest, blob.sizeBytes);
     if (blob.sizeBytes === 0) {
       // createReadStream would read one byte for end 0; an empty blob has none.
       await blob.handle.close();
@@ -73,66 +84,156 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       highWaterMark: CACHE_READ_CHUNK,
     });
     const count = countBytes('cache');
-    stream.on('close', () => count(stream.bytesRead));
+    const release = index.use(digest);
+    stream.on('close', () => {
+      release();
+      count(stream.bytesRead);
+    });
     return { digest, sizeBytes: blob.sizeBytes, range, body: stream };
   }
 
-  function startFill(route: Route, digest: Digest): Flight {
+  /** Room for `sizeBytes` more on the disk, evicting if that makes it; false when not. */
+  async function hasRoom(sizeBytes: number | undefined): Promise<boolean> {
+    if (!health.writable()) return false;
+    const needed = (sizeBytes ?? 0) + DISK_RESERVE_BYTES;
+    let free = await store.freeBytes();
+    if (free >= needed) return true;
+    await index.prune({ targetBytes: Math.max(0, index.sizeBytes - (needed - free)), dryRun: false });
+    free = await store.freeBytes();
+    if (free >= needed) return true;
+    health.failed(Object.assign(new Error(`${free} bytes free, ${needed} needed`), { code: 'ENOSPC' }), 'blob');
+    return false;
+  }
+
+  async function begin(route: Route, digest: Digest, spool: boolean): Promise<Fill> {
     const { upstream } = upstreamFor(deps, route);
-    const fill = (async () => {
-      const response = await upstream.request({
-        method: 'GET',
-        repository: route.repository,
-        path: `blobs/${digest}`,
-        notFound: 'BLOB_UNKNOWN',
-      });
-      return Fill.begin(
-        {
-          digest,
-          sizeBytes: contentLength(response.headers['content-length']),
-          store: deps.store,
-          onUpstreamBytes: (n) => metrics.upstreamBytes.inc({ upstream: route.upstream }, n),
+    const response = await upstream.request({
+      method: 'GET',
+      repository: route.repository,
+      path: `blobs/${digest}`,
+      notFound: 'BLOB_UNKNOWN',
+    });
+    const sizeBytes = contentLength(response.headers['content-length']);
+    return Fill.begin(
+      {
+        digest,
+        sizeBytes,
+        store,
+        spool: spool && (await hasRoom(sizeBytes).catch(() => false)),
+        onUpstreamBytes: (n) => metrics.upstreamBytes.inc({ upstream: route.upstream }, n),
+        onWriteFailure: (err) => {
+          health.failed(err, 'blob');
+          void store.removeFillRecord(digest).catch(() => undefined);
         },
-        response.body,
-      );
-    })();
+      },
+      response.body,
+    );
+  }
+
+  /** Holding the fill lock: fetch, and tell other processes where the spool is. */
+  async function lead(route: Route, digest: Digest, lease: Lease): Promise<Fill | undefined> {
+    try {
+      if ((await store.statBlob(digest)) !== undefined) throw new Committed();
+      await store.writeFillRecord(digest, { owner });
+      const fill = await begin(route, digest, true);
+      // Off the path to the first byte; the record is removed only after it is written.
+      const recorded = fill.spoolPath
+        ? store.writeFillRecord(digest, { owner, spool: fill.spoolPath, ...sized(fill.sizeBytes) }).catch(() => undefined)
+        : Promise.resolve();
+      void fill.done
+        .catch(() => undefined)
+        .then(() => recorded)
+        .finally(() => letGo(digest, lease));
+      return fill;
+    } catch (err) {
+      await letGo(digest, lease);
+      if (err instanceof Committed) return undefined;
+      throw err;
+    }
+  }
+
+  async function letGo(digest: Digest, lease: Lease): Promise<void> {
+    await store.removeFillRecord(digest).catch(() => undefined);
+    await lease.release();
+  }
+
+  /**
+   * One fetch per digest across every process on this store: take the fill lock and
+   * lead, or follow the spool of the process that holds it.
+   */
+  async function acquire(route: Route, digest: Digest): Promise<Source | undefined> {
+    const { config } = upstreamFor(deps, route);
+    const deadline = Date.now() + config.timeouts.connectMs + config.timeouts.headersMs + 10_000;
+    const lockName = `fill-${digestHex(digest)}`;
+    for (;;) {
+      const lease = await store.locks.tryLock(lockName);
+      if (lease) return lead(route, digest, lease);
+      if ((await store.statBlob(digest)) !== undefined) return undefined;
+      const record = await store.findFillRecord(digest);
+      if (record?.spool) {
+        const stallMs = config.timeouts.bodyMs + 5_000;
+        const remote = await RemoteFill.follow({ digest, sizeBytes: record.sizeBytes, store, stallMs }, record.spool);
+        if (remote) return remote;
+        continue;
+      }
+      if (record && isDeadOwner(record.owner)) {
+        await store.locks.breakLock(lockName);
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new RegistryError('UNAVAILABLE', 'another process is fetching this blob and has not started', { statusCode: 503 });
+      }
+      await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
+    }
+  }
+
+  function startFill(route: Route, digest: Digest): Flight {
+    const fill = acquire(route, digest);
     const flight: Flight = { origin: route, fill };
     flights.set(digest, flight);
     fill.then(
-      (started) => watchFill(flight, started),
+      (source) => (source ? watchFill(flight, source) : flights.delete(digest)),
       () => flights.delete(digest),
     );
     return flight;
   }
 
-  function watchFill(flight: Flight, fill: Fill): void {
+  function watchFill(flight: Flight, fill: Source): void {
     const fields = { digest: fill.digest, upstream: flight.origin.upstream, repository: flight.origin.repository };
+    const remote = fill instanceof RemoteFill;
     metrics.fillsInFlight.inc();
-    log.info({ ...fields, sizeBytes: fill.sizeBytes }, 'fill started');
-    const finish = (result: 'committed' | 'aborted', extra: object): void => {
+    log.info({ ...fields, sizeBytes: fill.sizeBytes, remote }, remote ? 'fill followed' : 'fill started');
+    const finish = (result: 'committed' | 'relayed' | 'aborted', extra: object): void => {
       flights.delete(fill.digest);
-      fill.release();
+      if (fill instanceof Fill) fill.release();
       metrics.fillsInFlight.dec();
-      metrics.fills.inc({ result });
+      if (!remote) metrics.fills.inc({ result });
       const durationMs = Date.now() - fill.startedAtMs;
-      const entry = { ...fields, sizeBytes: fill.writtenBytes, durationMs, waiters: fill.readerCount, ...extra };
-      if (result === 'committed') log.info(entry, 'fill committed');
-      else log.warn(entry, 'fill aborted');
+      const entry = { ...fields, sizeBytes: fill.writtenBytes, durationMs, waiters: fill.readerCount, remote, ...extra };
+      if (result === 'aborted') log.warn(entry, 'fill aborted');
+      else log.info(entry, result === 'committed' ? 'fill committed' : 'fill relayed without caching');
     };
     fill.done.then(
-      () => {
-        finish('committed', {});
-        void deps.records.putLink(flight.origin.upstream, flight.origin.repository, fill.digest).catch(() => undefined);
+      (outcome) => {
+        const result = outcome === 'relayed' ? 'relayed' : 'committed';
+        finish(result, {});
+        if (result === 'relayed') return;
+        index.touch(fill.digest, fill.writtenBytes);
+        if (!remote) {
+          health.succeeded();
+          void deps.records.putLink(flight.origin.upstream, flight.origin.repository, fill.digest).catch(() => undefined);
+        }
+        if (index.overBudget()) void deps.maintain();
       },
       (err: unknown) => {
         const reason = err instanceof FillError ? err.reason : 'upstream';
         if (reason === 'digest' || reason === 'size') metrics.verifyFailures.inc({ kind: 'blob' });
-        if (reason === 'write') metrics.cacheWriteFailures.inc();
         finish('aborted', { reason, err });
       },
     );
   }
 
+  /** Joins a flight; undefined when its blob is (now) best served from the store or not joinable. */
   async function joinFlight(
     digest: Digest,
     spec: RangeSpec | undefined,
@@ -140,13 +241,26 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     source: FillSource,
   ): Promise<Omit<BlobResult, 'outcome'> | undefined> {
     const fill = await flight.fill;
-    if (fill.state === 'committed') return fromStore(digest, spec);
-    if (fill.state === 'failed') throw unavailable(fill.error);
+    if (!fill || fill.complete) return fromStore(digest, spec);
+    if (fill.error) throw unavailable(fill.error);
+    if (fill instanceof Fill && !fill.joinable) return undefined;
+    return readFrom(fill, digest, spec, source);
+  }
+
+  function readFrom(fill: Source, digest: Digest, spec: RangeSpec | undefined, source: FillSource): Omit<BlobResult, 'outcome'> {
     const range = spec && fill.sizeBytes !== undefined ? resolveRange(spec, fill.sizeBytes) : undefined;
     const body = fill.openReader(range, source, countBytes(source));
     metrics.fillWaiters.inc();
     body.once('close', () => metrics.fillWaiters.dec());
     return { digest, sizeBytes: fill.sizeBytes, range, body };
+  }
+
+  /** A second fetch that only streams through: the flight for this digest cannot take joiners. */
+  async function relayAlone(route: Route, digest: Digest, spec: RangeSpec | undefined): Promise<Omit<BlobResult, 'outcome'>> {
+    const fill = await begin(route, digest, false);
+    const result = readFrom(fill, digest, spec, 'upstream');
+    void fill.done.then(() => fill.release(), () => fill.release());
+    return result;
   }
 
   async function getBlob(route: Route, digest: Digest, spec: RangeSpec | undefined): Promise<BlobResult> {
@@ -165,10 +279,12 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       if (joined) return { ...joined, outcome: 'coalesced' };
     }
     if (deps.config.offline) throw offlineMiss('BLOB_UNKNOWN', `blob ${digest}`);
-    const flight = flights.get(digest) ?? startFill(route, digest);
+    const current = flights.get(digest);
+    if (current && current === existing) return { ...(await relayAlone(route, digest, spec)), outcome: 'miss' };
+    const flight = current ?? startFill(route, digest);
     const started = await joinFlight(digest, spec, flight, 'upstream');
-    if (!started) throw new RegistryError('BLOB_UNKNOWN', `blob ${digest} vanished from the store`);
-    return { ...started, outcome: 'miss' };
+    if (started) return { ...started, outcome: flight === current ? 'coalesced' : 'miss' };
+    return { ...(await relayAlone(route, digest, spec)), outcome: 'miss' };
   }
 
   async function headBlob(route: Route, digest: Digest): Promise<BlobHead> {
@@ -177,7 +293,10 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     const flight = flights.get(digest);
     if (stored !== undefined || flight) {
       if (upstream.hasCredentials) await ensureLinked(deps, route, digest, 'blobs');
-      if (stored !== undefined) return { digest, sizeBytes: stored, outcome: 'hit' };
+      if (stored !== undefined) {
+        index.touch(digest, stored);
+        return { digest, sizeBytes: stored, outcome: 'hit' };
+      }
       const fill = await flight?.fill.catch(() => undefined);
       if (fill?.sizeBytes !== undefined) return { digest, sizeBytes: fill.sizeBytes, outcome: 'coalesced' };
     }
@@ -206,7 +325,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     },
     async drain() {
       while (flights.size > 0) {
-        await Promise.allSettled([...flights.values()].map((f) => f.fill.then((fill) => fill.done)));
+        await Promise.allSettled([...flights.values()].map((f) => f.fill.then((fill) => fill?.done)));
       }
     },
   };
@@ -216,4 +335,11 @@ function unavailable(cause: Error | undefined): RegistryError {
   return new RegistryError('UNAVAILABLE', `fetching the blob from upstream failed: ${cause?.message ?? 'unknown'}`, {
     cause,
   });
+}
+
+/** Thrown inside `lead` when another process committed the blob first. */
+class Committed extends Error {}
+
+function sized(sizeBytes: number | undefined): { sizeBytes?: number } {
+  return sizeBytes === undefined ? {} : { sizeBytes };
 }

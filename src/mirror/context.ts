@@ -6,6 +6,8 @@ import type { Route } from '../oci/path.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { BlobStore } from '../store/blob-store.js';
+import type { CacheIndex } from '../store/cache-index.js';
+import type { StoreHealth } from './store-health.js';
 import type { Records } from '../store/records.js';
 import type { Upstream } from '../upstream/client.js';
 
@@ -17,6 +19,10 @@ export interface MirrorDeps {
   readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly metrics: Metrics;
   readonly log: Logger;
+  readonly index: CacheIndex;
+  readonly health: StoreHealth;
+  /** Starts a maintenance pass (eviction) unless one is running. */
+  readonly maintain: () => Promise<unknown>;
   readonly now?: () => number;
 }
 

@@ -1,7 +1,21 @@
 import { Readable } from 'node:stream';
 import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
-import type { Fill } from './fill.js';
+
+/** What a reader tails: a fill in this process, or one another process is writing. */
+export interface Spool {
+  /** Every byte is readable and was verified (committed, or relayed and verified). */
+  readonly complete: boolean;
+  /** Set once the transfer failed; readers are destroyed with it. */
+  readonly error: Error | undefined;
+  readonly writtenBytes: number;
+  /** Bytes a reader may deliver now: all once complete, else all but the last. */
+  readableBytes(): number;
+  /** Resolves at the next write, completion or failure. */
+  nextProgress(): Promise<void>;
+  /** Reads from `position`; may return fewer bytes than asked, 0 when none is there yet. */
+  readAt(buffer: Buffer, position: number): Promise<number>;
+}
 
 /** Whether the reader's bytes count as fetched for it (`upstream`) or saved (`cache`). */
 export type FillSource = 'upstream' | 'cache';
@@ -11,11 +25,11 @@ const CHUNK_BYTES = 256 * 1024;
 /**
  * Tails a fill's spool file from `range.start` to `range.end` (or the end of the blob):
  * delivers what is readable, then waits for the fill's next progress. Ends only once
- * the fill has committed; is destroyed with the fill's error if it fails.
+ * the spool is complete; is destroyed with the fill's error if it fails.
  */
 export class FillReader extends Readable {
   readonly source: FillSource;
-  #fill: Fill;
+  #fill: Spool;
   #position: number;
   #end: number | undefined;
   #reading = false;
@@ -23,7 +37,7 @@ export class FillReader extends Readable {
   #onClose: (reader: FillReader) => void;
 
   constructor(
-    fill: Fill,
+    fill: Spool,
     range: ByteRange | undefined,
     source: FillSource,
     onBytes: (n: number) => void,
@@ -36,6 +50,11 @@ export class FillReader extends Readable {
     this.#end = range ? range.end + 1 : undefined;
     this.#onBytes = onBytes;
     this.#onClose = onClose;
+  }
+
+  /** The next byte this reader will read from the spool. */
+  get position(): number {
+    return this.#position;
   }
 
   override _read(): void {
@@ -52,7 +71,7 @@ export class FillReader extends Readable {
     try {
       while (!this.destroyed) {
         const fill = this.#fill;
-        if (fill.state === 'failed') {
+        if (fill.error) {
           this.destroy(
             new RegistryError('UNAVAILABLE', `upstream transfer failed: ${fill.error?.message ?? 'unknown'}`, {
               statusCode: 502,
@@ -61,8 +80,8 @@ export class FillReader extends Readable {
           );
           return;
         }
-        const stop = this.#end ?? (fill.state === 'committed' ? fill.writtenBytes : Number.POSITIVE_INFINITY);
-        if (this.#position >= stop && fill.state === 'committed') {
+        const stop = this.#end ?? (fill.complete ? fill.writtenBytes : Number.POSITIVE_INFINITY);
+        if (this.#position >= stop && fill.complete) {
           this.push(null);
           return;
         }
@@ -71,6 +90,10 @@ export class FillReader extends Readable {
           const buffer = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, limit - this.#position));
           const read = await fill.readAt(buffer, this.#position);
           if (this.destroyed) return;
+          if (read === 0) {
+            await fill.nextProgress();
+            continue;
+          }
           this.#position += read;
           this.#onBytes(read);
           if (!this.push(read === buffer.length ? buffer : buffer.subarray(0, read))) return;

@@ -3,15 +3,25 @@
  * started it. State machine:
  *
  *   fetching ──(body ends; size and sha256 match; fsync; rename into blobs/)──▶ committed
- *      │
- *      └──(upstream error or stall, too many/few bytes, digest mismatch, write error)──▶ failed
+ *      │  │
+ *      │  └──(a write fails: disk full, read-only)──▶ relaying ──(verified)──▶ relayed
+ *      │                                                 │
+ *      └──(upstream error or stall, too many/few bytes, digest mismatch,
+ *          no reader left while relaying)────────────────┴──────────────────▶ failed
  *                                   (temp file removed; every reader destroyed with the error)
  *
  * Bytes are spooled to a temp file while they are hashed; readers (first request, late
  * joiners, resumed ranges) tail that file at their own pace, so a slow client never
  * slows the fill and a client that leaves only destroys its own reader. The last byte
- * is held back from readers until the fill is committed: a wrong or short body can
+ * is held back from readers until the fill is verified: a wrong or short body can
  * never end cleanly (LESSONS §14).
+ *
+ * When the store cannot be written (ENOSPC, EROFS) the fill goes on without it: the
+ * bytes already spooled are still read from the file, and each later chunk is handed
+ * to the readers from memory, the next one only read from upstream once every reader
+ * has taken it (backpressure from the slowest; one chunk held). Nothing is stored, new
+ * requests are not joined to it, and it ends `relayed`. A fill begun with `spool: false`
+ * (the store is known to be unwritable) relays from its first byte.
  *
  * The fill keeps one read handle, shared by its readers through positional reads. It is
  * closed when the fill has settled, has been released by its owner, and has no readers.
@@ -21,11 +31,14 @@ import type { Readable } from 'node:stream';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Digest } from '../oci/digest.js';
 import { closeBody } from './context.js';
+import { createSignal } from './signal.js';
 import type { BlobStore, TempFile } from '../store/blob-store.js';
-import { FillReader, type FillSource } from './fill-reader.js';
+import { FillReader, type FillSource, type Spool } from './fill-reader.js';
 import type { ByteRange } from '../oci/range.js';
 
-export type FillState = 'fetching' | 'committed' | 'failed';
+export type FillState = 'fetching' | 'relaying' | 'committed' | 'relayed' | 'failed';
+/** How a fill that did not fail ended: stored, or only streamed through. */
+export type FillOutcome = 'committed' | 'relayed';
 
 export class FillError extends Error {
   constructor(
@@ -43,46 +56,69 @@ export interface FillOptions {
   /** From the upstream's Content-Length; undefined when it sent none. */
   readonly sizeBytes: number | undefined;
   readonly store: BlobStore;
+  /** False: the store is known to be unwritable, relay from the first byte. */
+  readonly spool?: boolean;
   readonly onUpstreamBytes?: (bytes: number) => void;
+  /** Writing the spool or committing failed; the fill relays instead. */
+  readonly onWriteFailure?: (err: unknown) => void;
 }
 
-export class Fill {
+/** Bytes handed to readers from memory while relaying: `bytes` starts at `start`. */
+interface Relay {
+  readonly start: number;
+  readonly bytes: Buffer;
+}
+
+export class Fill implements Spool {
   readonly digest: Digest;
   readonly sizeBytes: number | undefined;
   readonly startedAtMs = Date.now();
-  /** Settles when the fill commits (resolves) or fails (rejects). Always handled. */
-  readonly done: Promise<void>;
+  /** Settles when the fill commits or relays (resolves) or fails (rejects). Always handled. */
+  readonly done: Promise<FillOutcome>;
   #state: FillState = 'fetching';
   #written = 0;
+  /** Bytes durably in the spool file; the rest (relaying) come from `#relay`. */
+  #spoolEnd = 0;
+  #relay: Relay | undefined;
   #error: Error | undefined;
   #readers = new Set<FillReader>();
   #released = false;
-  #readHandle: FileHandle;
-  #progress: { promise: Promise<void>; resolve: () => void };
-  #settle!: { resolve: () => void; reject: (err: Error) => void };
+  #readHandle: FileHandle | undefined;
+  readonly #progress = createSignal();
+  /** Fires when a reader moves or leaves (relaying waits for the slowest). */
+  readonly #moved = createSignal();
+  #settle!: { resolve: (outcome: FillOutcome) => void; reject: (err: Error) => void };
   readonly #options: FillOptions;
+  /** The spool file other processes may follow; undefined when relaying from the start. */
+  readonly spoolPath: string | undefined;
 
-  private constructor(options: FillOptions, readHandle: FileHandle) {
+  private constructor(options: FillOptions, readHandle: FileHandle | undefined, spoolPath?: string) {
+    this.spoolPath = spoolPath;
     this.digest = options.digest;
     this.sizeBytes = options.sizeBytes;
     this.#options = options;
     this.#readHandle = readHandle;
-    this.#progress = deferred();
-    this.done = new Promise<void>((resolve, reject) => {
+    if (!readHandle) this.#state = 'relaying';
+    this.done = new Promise<FillOutcome>((resolve, reject) => {
       this.#settle = { resolve, reject };
     });
     this.done.catch(() => undefined);
   }
 
-  /** Creates the spool file and starts copying `body` into it; returns at once. */
+  /** Creates the spool file (unless relaying) and starts copying `body`; returns at once. */
   static async begin(options: FillOptions, body: Readable): Promise<Fill> {
+    if (options.spool === false) {
+      const fill = new Fill(options, undefined);
+      void fill.#pump(body, undefined);
+      return fill;
+    }
     const temp = await options.store.createTempFile().catch((err: unknown) => {
       closeBody(body);
       throw err;
     });
     let fill: Fill;
     try {
-      fill = new Fill(options, await openRead(temp.path));
+      fill = new Fill(options, await openRead(temp.path), temp.path);
     } catch (err) {
       closeBody(body);
       await options.store.discardTemp(temp);
@@ -94,6 +130,15 @@ export class Fill {
 
   get state(): FillState {
     return this.#state;
+  }
+
+  get complete(): boolean {
+    return this.#state === 'committed' || this.#state === 'relayed';
+  }
+
+  /** New requests may join: the spool holds every byte from the first. */
+  get joinable(): boolean {
+    return this.#state === 'fetching' || this.#state === 'committed';
   }
 
   get writtenBytes(): number {
@@ -108,19 +153,23 @@ export class Fill {
     return this.#error;
   }
 
-  /** Bytes a reader may deliver now: all once committed, else all but the last. */
   readableBytes(): number {
-    return this.#state === 'committed' ? this.#written : Math.max(0, this.#written - 1);
+    return this.complete ? this.#written : Math.max(0, this.#written - 1);
   }
 
-  /** Resolves at the next write, commit or failure. */
   nextProgress(): Promise<void> {
-    return this.#progress.promise;
+    return this.#progress.next();
   }
 
   async readAt(buffer: Buffer, position: number): Promise<number> {
-    const { bytesRead } = await this.#readHandle.read(buffer, 0, buffer.length, position);
-    return bytesRead;
+    if (position < this.#spoolEnd && this.#readHandle) {
+      const length = Math.min(buffer.length, this.#spoolEnd - position);
+      const { bytesRead } = await this.#readHandle.read(buffer, 0, length, position);
+      return bytesRead;
+    }
+    const relay = this.#relay;
+    if (!relay || position < relay.start) return 0;
+    return relay.bytes.copy(buffer, 0, position - relay.start);
   }
 
   /** A stream of the whole blob or a window of it, following the spool as it grows. */
@@ -128,8 +177,13 @@ export class Fill {
     if (this.#released && this.#readers.size === 0 && this.#state !== 'fetching') {
       throw new Error('fill already closed; serve from the store');
     }
-    const reader = new FillReader(this, range, source, onBytes, (r) => this.#dropReader(r));
+    const moved = (n: number): void => {
+      onBytes(n);
+      this.#notifyMoved();
+    };
+    const reader = new FillReader(this, range, source, moved, (r) => this.#dropReader(r));
     this.#readers.add(reader);
+    this.#notifyMoved();
     return reader;
   }
 
@@ -139,18 +193,22 @@ export class Fill {
     this.#closeIfUnused();
   }
 
-  async #pump(body: Readable, temp: TempFile): Promise<void> {
+  async #pump(body: Readable, temp: TempFile | undefined): Promise<void> {
     const hash = createHash('sha256');
+    let spool = temp;
     try {
+      if (!spool) await this.#waitForFirstReader();
       for await (const chunk of body as AsyncIterable<Buffer>) {
         hash.update(chunk);
-        await writeAt(temp.handle, chunk, this.#written);
+        if (spool && !(await this.#spoolChunk(spool, chunk))) spool = await this.#startRelay(spool);
+        if (!spool) this.#relayChunk(chunk);
         this.#written += chunk.length;
         this.#options.onUpstreamBytes?.(chunk.length);
         if (this.sizeBytes !== undefined && this.#written > this.sizeBytes) {
           throw new FillError(`upstream sent more than its Content-Length ${this.sizeBytes}`, 'size');
         }
         this.#notify();
+        if (!spool) await this.#waitForReaders();
       }
       if (this.sizeBytes !== undefined && this.#written !== this.sizeBytes) {
         throw new FillError(`upstream body ended at ${this.#written} of ${this.sizeBytes} bytes`, 'size');
@@ -159,14 +217,12 @@ export class Fill {
       if (actual !== this.digest) {
         throw new FillError(`upstream sent ${actual} for ${this.digest}`, 'digest');
       }
-      await this.#options.store.commitTemp(temp, this.digest).catch((err: unknown) => {
-        throw new FillError('could not store the blob', 'write', { cause: err });
-      });
-      this.#state = 'committed';
-      this.#settle.resolve();
+      if (spool && !(await this.#commit(spool))) spool = undefined;
+      this.#state = spool ? 'committed' : 'relayed';
+      this.#settle.resolve(this.#state === 'committed' ? 'committed' : 'relayed');
     } catch (err) {
       closeBody(body);
-      await this.#options.store.discardTemp(temp).catch(() => undefined);
+      if (spool) await this.#options.store.discardTemp(spool).catch(() => undefined);
       this.#error = err instanceof FillError ? err : new FillError(errorMessage(err), 'upstream', { cause: err });
       this.#state = 'failed';
       this.#settle.reject(this.#error);
@@ -175,21 +231,90 @@ export class Fill {
     this.#closeIfUnused();
   }
 
+  /** Appends to the spool; false when the store refused the write. */
+  async #spoolChunk(spool: TempFile, chunk: Buffer): Promise<boolean> {
+    try {
+      await writeAt(spool.handle, chunk, this.#written);
+      this.#spoolEnd = this.#written + chunk.length;
+      return true;
+    } catch (err) {
+      this.#options.onWriteFailure?.(err);
+      return false;
+    }
+  }
+
+  /** Stored, or false when the store refused it (the verified bytes are still served). */
+  async #commit(spool: TempFile): Promise<boolean> {
+    try {
+      await this.#options.store.commitTemp(spool, this.digest);
+      return true;
+    } catch (err) {
+      this.#options.onWriteFailure?.(err);
+      await this.#options.store.discardTemp(spool).catch(() => undefined);
+      return false;
+    }
+  }
+
+  /** The spool stays readable up to `#spoolEnd`; the temp file is dropped at the end. */
+  async #startRelay(spool: TempFile): Promise<undefined> {
+    this.#state = 'relaying';
+    await spool.handle.truncate(this.#spoolEnd).catch(() => undefined);
+    this.#discardAfterReaders = spool;
+    return undefined;
+  }
+
+  #discardAfterReaders: TempFile | undefined;
+
+  #relayChunk(chunk: Buffer): void {
+    // Keep the previous last byte: it is held back from readers until the end.
+    const previous = this.#relay;
+    this.#relay =
+      previous && previous.start + previous.bytes.length === this.#written && this.#written > this.#spoolEnd
+        ? { start: this.#written - 1, bytes: Buffer.concat([previous.bytes.subarray(-1), chunk]) }
+        : { start: this.#written, bytes: chunk };
+  }
+
+  async #waitForFirstReader(): Promise<void> {
+    while (this.#readers.size === 0) await this.#moved.next();
+  }
+
+  /** Relaying: the next chunk is read only once every reader took this one. */
+  async #waitForReaders(): Promise<void> {
+    for (;;) {
+      if (this.#readers.size === 0) {
+        throw new FillError('the store cannot take the blob and no client is left to relay it to', 'write');
+      }
+      const target = this.readableBytes();
+      if ([...this.#readers].every((r) => r.position >= target || r.destroyed)) return;
+      await this.#moved.next();
+    }
+  }
+
   #notify(): void {
-    const current = this.#progress;
-    this.#progress = deferred();
-    current.resolve();
+    this.#progress.fire();
+  }
+
+  #notifyMoved(): void {
+    this.#moved.fire();
   }
 
   #dropReader(reader: FillReader): void {
     this.#readers.delete(reader);
+    this.#notifyMoved();
     this.#closeIfUnused();
   }
 
   #closeIfUnused(): void {
-    if (this.#released && this.#state !== 'fetching' && this.#readers.size === 0) {
-      void this.#readHandle.close().catch(() => undefined);
+    if (this.#released && !this.#active && this.#readers.size === 0) {
+      void this.#readHandle?.close().catch(() => undefined);
+      const spool = this.#discardAfterReaders;
+      this.#discardAfterReaders = undefined;
+      if (spool) void this.#options.store.discardTemp(spool).catch(() => undefined);
     }
+  }
+
+  get #active(): boolean {
+    return this.#state === 'fetching' || this.#state === 'relaying';
   }
 }
 
@@ -203,14 +328,6 @@ async function writeAt(handle: FileHandle, chunk: Buffer, position: number): Pro
     const { bytesWritten } = await handle.write(chunk, offset, chunk.length - offset, position + offset);
     offset += bytesWritten;
   }
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => {
-    resolve = r;
-  });
-  return { promise, resolve };
 }
 
 function errorMessage(err: unknown): string {

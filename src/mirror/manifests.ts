@@ -5,6 +5,7 @@ import { MANIFEST_ACCEPT, manifestMediaType } from '../oci/media-types.js';
 import type { Route } from '../oci/path.js';
 import type { Reference } from '../oci/reference.js';
 import { sha256Digest } from '../store/blob-store.js';
+import { referencedDigests } from '../oci/manifest.js';
 import type { TagRecord } from '../store/records.js';
 import type { UpstreamResponse } from '../upstream/client.js';
 import {
@@ -67,8 +68,11 @@ export function createManifests(deps: MirrorDeps): Manifests {
     }
     const digest = claimed ?? (actual as Digest);
     const mediaType = manifestMediaType(body, contentType(response));
-    await deps.store.putManifest(digest, mediaType, body);
-    await deps.records.putLink(route.upstream, route.repository, digest);
+    await storing('manifest', async () => {
+      await deps.store.putManifest(digest, mediaType, body);
+      deps.index.touch(digest, body.length);
+      await deps.records.putLink(route.upstream, route.repository, digest);
+    });
     return { digest, mediaType, sizeBytes: body.length, body, outcome: 'miss' };
   }
 
@@ -78,9 +82,13 @@ export function createManifests(deps: MirrorDeps): Manifests {
     // Manifests are small: verify on every read, so a damaged file is refetched, never served.
     if (sha256Digest(stored.body) !== digest) {
       deps.metrics.evictions.inc({ reason: 'damaged' });
+      deps.index.forget(digest);
       await deps.store.removeBlob(digest);
       return undefined;
     }
+    // An image ages as one: serving its manifest keeps what it references fresh too.
+    deps.index.touch(digest, stored.body.length);
+    for (const child of referencedDigests(stored.body)) deps.index.touch(child);
     return { digest, mediaType: stored.mediaType, sizeBytes: stored.body.length, body: stored.body, outcome };
   }
 
@@ -130,15 +138,28 @@ export function createManifests(deps: MirrorDeps): Manifests {
       result = method === 'GET' ? await fetchManifest(route, tag, undefined) : await headUpstream(route, tag);
     }
     const record: TagRecord = { digest: result.digest, mediaType: result.mediaType, sizeBytes: result.sizeBytes, checkedAtMs: now() };
-    await deps.records.putTag(route.upstream, route.repository, tag, record);
+    await storing('tag record', () => deps.records.putTag(route.upstream, route.repository, tag, record));
     return result;
   }
 
+  /** What a record points to, when the store still has it (never a 200 for evicted content). */
   async function fromRecord(record: TagRecord, method: 'GET' | 'HEAD', outcome: ManifestResult['outcome']) {
     if (method === 'HEAD') {
+      if ((await deps.store.findManifestType(record.digest)) === undefined) return undefined;
+      deps.index.touch(record.digest);
       return { digest: record.digest, mediaType: record.mediaType, sizeBytes: record.sizeBytes, body: undefined, outcome };
     }
     return fromStore(record.digest, outcome);
+  }
+
+  /** A store that cannot be written costs the cache, never the pull. */
+  async function storing(what: string, write: () => Promise<void>): Promise<void> {
+    try {
+      await write();
+      deps.health.succeeded();
+    } catch (err) {
+      deps.health.failed(err, what);
+    }
   }
 
   async function byTag(route: Route, tag: string, method: 'GET' | 'HEAD'): Promise<ManifestResult> {
@@ -148,8 +169,22 @@ export function createManifests(deps: MirrorDeps): Manifests {
     if (record && (ageMs < config.freshForMs || deps.config.offline)) {
       const served = await fromRecord(record, method, 'hit');
       if (served) return served;
-      if (!deps.config.offline) return byDigest(route, record.digest, method);
+      // Evicted (or damaged): the record goes, and the tag is resolved afresh below.
+      await deps.records.removeTag(route.upstream, route.repository, tag).catch(() => undefined);
+      if (deps.config.offline) throw offlineMiss('MANIFEST_UNKNOWN', `${route.repository}:${tag}`);
+      return lookupTag(route, tag, method, undefined, Number.POSITIVE_INFINITY);
     }
+    return lookupTag(route, tag, method, record, ageMs);
+  }
+
+  async function lookupTag(
+    route: Route,
+    tag: string,
+    method: 'GET' | 'HEAD',
+    record: TagRecord | undefined,
+    ageMs: number,
+  ): Promise<ManifestResult> {
+    const { config } = upstreamFor(deps, route);
     if (deps.config.offline) throw offlineMiss('MANIFEST_UNKNOWN', `${route.repository}:${tag}`);
     const { promise, joined } = flights.run(`${method} ${route.upstream} ${route.repository}:${tag}`, () =>
       resolveTag(route, tag, method, record),

@@ -1,8 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, readdir, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/digest.js';
 import { createLayout, type StoreLayout } from './layout.js';
+import { createStoreLocks, type Owner, type StoreLocks } from './lock.js';
+import { createTempArea } from './temp-area.js';
 
 /** A file in tmp/ being written; it reaches blobs/ only through `commitTemp`. */
 export interface TempFile {
@@ -21,6 +23,14 @@ export interface StoredManifest {
   readonly body: Buffer;
 }
 
+/** What other processes need to follow a fill in progress (tmp/fills/<hex>.json). */
+export interface FillRecord {
+  readonly owner: Owner;
+  /** The spool file being written; absent while the upstream has not answered yet. */
+  readonly spool?: string;
+  readonly sizeBytes?: number;
+}
+
 export class DigestMismatchError extends Error {
   constructor(
     readonly expected: Digest,
@@ -34,9 +44,20 @@ export class DigestMismatchError extends Error {
 /** Content-addressed storage: every path under blobs/ holds verified bytes. */
 export interface BlobStore {
   readonly layout: StoreLayout;
-  /** Creates the tree and empties tmp/ (leftovers of a crash are never content). */
+  readonly locks: StoreLocks;
+  /** Creates the tree and removes temp files of processes that are gone (never content). */
   init(): Promise<void>;
+  /** Removes this process's temp directory and releases its locks. */
+  close(): Promise<void>;
+  /** Sweeps temp files of dead processes again (the periodic maintenance calls it). */
+  sweepTemp(): Promise<number>;
   statBlob(digest: Digest): Promise<number | undefined>;
+  /** Bytes an unprivileged process may still write on the store's file system. */
+  freeBytes(): Promise<number>;
+  /** Size and inode: a follower checks that the committed blob is the spool it read. */
+  identifyBlob(digest: Digest): Promise<{ sizeBytes: number; inode: number } | undefined>;
+  /** Records use for other processes and restarts (mtime is the recency on disk). */
+  touchBlob(digest: Digest, atMs: number): Promise<void>;
   openBlob(digest: Digest): Promise<OpenBlob | undefined>;
   createTempFile(): Promise<TempFile>;
   /** fsync, rename into place (an existing target means success), fsync the directory. */
@@ -47,19 +68,26 @@ export interface BlobStore {
   readManifest(digest: Digest): Promise<StoredManifest | undefined>;
   findManifestType(digest: Digest): Promise<string | undefined>;
   putManifest(digest: Digest, mediaType: string, body: Buffer): Promise<void>;
-  /** Removes content found damaged, so the next request refetches it. */
+  /** Removes content (evicted, or found damaged so the next request refetches it). */
   removeBlob(digest: Digest): Promise<void>;
+  /** Small metadata files: temp, fsync, rename; a reader never sees half a file. */
+  writeAtomic(path: string, text: string): Promise<void>;
+  writeFillRecord(digest: Digest, record: FillRecord): Promise<void>;
+  findFillRecord(digest: Digest): Promise<FillRecord | undefined>;
+  removeFillRecord(digest: Digest): Promise<void>;
 }
 
 export function sha256Digest(body: Buffer): string {
   return `sha256:${createHash('sha256').update(body).digest('hex')}`;
 }
 
-export function createBlobStore(root: string): BlobStore {
+export function createBlobStore(root: string, locks: StoreLocks = createStoreLocks(root)): BlobStore {
   const layout = createLayout(root);
+  const temp = createTempArea(layout, locks);
+  const tempPath = (suffix: string): string => join(temp.dir, `${Date.now()}-${randomBytes(8).toString('hex')}${suffix}`);
 
   async function createTempFile(): Promise<TempFile> {
-    const path = join(layout.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}`);
+    const path = tempPath('');
     const handle = await open(path, 'wx+');
     return { path, handle };
   }
@@ -78,16 +106,44 @@ export function createBlobStore(root: string): BlobStore {
     await rm(temp.path, { force: true });
   }
 
+  async function writeAtomic(path: string, text: string): Promise<void> {
+    const staged = tempPath('.meta');
+    const handle = await open(staged, 'wx');
+    try {
+      await handle.writeFile(text);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await mkdir(dirname(path), { recursive: true });
+    await rename(staged, path);
+  }
+
   return {
     layout,
+    locks,
     async init() {
       await mkdir(layout.blobsDir, { recursive: true });
-      await rm(layout.tmpDir, { recursive: true, force: true });
-      await mkdir(layout.tmpDir, { recursive: true });
+      await temp.open();
+      await temp.sweep();
     },
+    close: () => temp.close(),
+    sweepTemp: () => temp.sweep(),
     async statBlob(digest) {
       const info = await stat(layout.blobPath(digest)).catch(ifMissing(undefined));
       return info?.size;
+    },
+    async freeBytes() {
+      const fs = await statfs(root);
+      return fs.bavail * fs.bsize;
+    },
+    async identifyBlob(digest) {
+      const info = await stat(layout.blobPath(digest)).catch(ifMissing(undefined));
+      return info && { sizeBytes: info.size, inode: info.ino };
+    },
+    async touchBlob(digest, atMs) {
+      const at = new Date(atMs);
+      await utimes(layout.blobPath(digest), at, at).catch(ifMissing(undefined));
     },
     async openBlob(digest) {
       const handle = await open(layout.blobPath(digest), 'r').catch(ifMissing(undefined));
@@ -119,11 +175,21 @@ export function createBlobStore(root: string): BlobStore {
     findManifestType: (digest) => findType(layout, digest),
     async putManifest(digest, mediaType, body) {
       if ((await statSize(layout.blobPath(digest))) !== body.length) await this.putVerified(digest, body);
-      await writeAtomic(layout, layout.manifestMetaPath(digest), JSON.stringify({ mediaType }));
+      await writeAtomic(layout.manifestMetaPath(digest), JSON.stringify({ mediaType }));
     },
     async removeBlob(digest) {
-      await rm(layout.blobPath(digest), { force: true });
+      // The sidecar first: a manifest without its media type is refetched, never served.
       await rm(layout.manifestMetaPath(digest), { force: true });
+      await rm(layout.blobPath(digest), { force: true });
+    },
+    writeAtomic,
+    writeFillRecord: (digest, record) => writeAtomic(layout.fillMetaPath(digest), JSON.stringify(record)),
+    async findFillRecord(digest) {
+      const text = await readFile(layout.fillMetaPath(digest), 'utf8').catch(ifMissing(undefined));
+      return text === undefined ? undefined : parseFillRecord(text);
+    },
+    async removeFillRecord(digest) {
+      await rm(layout.fillMetaPath(digest), { force: true });
     },
   };
 }
@@ -141,20 +207,6 @@ async function findType(layout: StoreLayout, digest: Digest): Promise<string | u
 
 async function statSize(path: string): Promise<number | undefined> {
   return (await stat(path).catch(ifMissing(undefined)))?.size;
-}
-
-/** Small metadata files: temp in tmp/, fsync, rename; a reader never sees half a file. */
-export async function writeAtomic(layout: StoreLayout, path: string, text: string): Promise<void> {
-  const temp = join(layout.tmpDir, `${Date.now()}-${randomBytes(8).toString('hex')}.meta`);
-  const handle = await open(temp, 'wx');
-  try {
-    await handle.writeFile(text);
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-  await mkdir(dirname(path), { recursive: true });
-  await rename(temp, path);
 }
 
 async function syncDir(path: string): Promise<void> {
@@ -176,4 +228,19 @@ export function ifMissing<T>(fallback: T): (err: unknown) => T {
 
 export async function listDir(path: string): Promise<string[]> {
   return readdir(path).catch(ifMissing([]));
+}
+
+function parseFillRecord(text: string): FillRecord | undefined {
+  try {
+    const raw = JSON.parse(text) as { owner?: { host?: unknown; pid?: unknown }; spool?: unknown; sizeBytes?: unknown };
+    const { host, pid } = raw.owner ?? {};
+    if (typeof host !== 'string' || typeof pid !== 'number') return undefined;
+    return {
+      owner: { host, pid },
+      ...(typeof raw.spool === 'string' ? { spool: raw.spool } : {}),
+      ...(typeof raw.sizeBytes === 'number' ? { sizeBytes: raw.sizeBytes } : {}),
+    };
+  } catch {
+    return undefined;
+  }
 }

@@ -10,7 +10,15 @@
  *       _tags/<tag>.json                          tag → digest record (see records.ts)
  *       _links/<hex>                              digest confirmed for this repository by an
  *                                                 upstream with credentials
- *     tmp/                                         fills in progress; emptied at start-up
+ *     tmp/<process>/                              temp files of one live process (fills in
+ *                                                 progress, metadata being written); removed
+ *                                                 by the next start-up once that process is gone
+ *     tmp/fills/<hex>.json                        {spool, sizeBytes, owner} of a fill in progress,
+ *                                                 so other processes can follow its spool
+ *     locks/<name>.lock                           cross-process locks (lock.ts): fill-<hex>,
+ *                                                 evict, process-<process>
+ *     index.json                                  recency snapshot (cache-index.ts); a hint, the
+ *                                                 disk is the truth for what exists
  *
  * Upstream keys, repository names and tags are validated before they get here
  * (oci/reference.ts grammar: no `..`, no leading `.` or `_`, no `%`), so they are safe path
@@ -23,8 +31,11 @@ export interface StoreLayout {
   readonly root: string;
   readonly tmpDir: string;
   readonly blobsDir: string;
+  readonly fillsDir: string;
+  readonly snapshotPath: string;
   blobPath(digest: Digest): string;
   manifestMetaPath(digest: Digest): string;
+  fillMetaPath(digest: Digest): string;
   tagPath(upstream: string, repository: string, tag: string): string;
   tagsDir(upstream: string, repository: string): string;
   linkPath(upstream: string, repository: string, digest: Digest): string;
@@ -39,6 +50,8 @@ export function createLayout(root: string): StoreLayout {
     root,
     tmpDir: join(root, 'tmp'),
     blobsDir: join(root, 'blobs', 'sha256'),
+    fillsDir: join(root, 'tmp', 'fills'),
+    snapshotPath: join(root, 'index.json'),
     blobPath(digest) {
       const [dir, hex] = shard(digest);
       return join(root, 'blobs', 'sha256', dir, hex);
@@ -46,6 +59,9 @@ export function createLayout(root: string): StoreLayout {
     manifestMetaPath(digest) {
       const [dir, hex] = shard(digest);
       return join(root, 'manifests', 'sha256', dir, `${hex}.json`);
+    },
+    fillMetaPath(digest) {
+      return join(root, 'tmp', 'fills', `${digestHex(digest)}.json`);
     },
     tagPath(upstream, repository, tag) {
       return join(root, 'repositories', upstream, repository, '_tags', `${tag}.json`);

@@ -1,8 +1,7 @@
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, relative, sep } from 'node:path';
 import { findDigest, type Digest } from '../oci/digest.js';
-import { ifMissing, writeAtomic } from './blob-store.js';
-import type { StoreLayout } from './layout.js';
+import { ifMissing, type BlobStore } from './blob-store.js';
 
 /** What a tag pointed to when the upstream last said so. */
 export interface TagRecord {
@@ -17,11 +16,15 @@ export interface TagRecord {
 export interface Records {
   findTag(upstream: string, repository: string, tag: string): Promise<TagRecord | undefined>;
   putTag(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void>;
+  removeTag(upstream: string, repository: string, tag: string): Promise<void>;
+  /** Removes every tag record `keep` rejects; answers how many went. */
+  sweepTags(keep: (upstream: string, record: TagRecord) => boolean): Promise<number>;
   hasLink(upstream: string, repository: string, digest: Digest): Promise<boolean>;
   putLink(upstream: string, repository: string, digest: Digest): Promise<void>;
 }
 
-export function createRecords(layout: StoreLayout): Records {
+export function createRecords(store: BlobStore): Records {
+  const { layout } = store;
   const tags = new Map<string, TagRecord>();
   const links = new Set<string>();
 
@@ -37,7 +40,28 @@ export function createRecords(layout: StoreLayout): Records {
     async putTag(upstream, repository, tag, record) {
       const path = layout.tagPath(upstream, repository, tag);
       tags.set(path, record);
-      await writeAtomic(layout, path, JSON.stringify(record));
+      await store.writeAtomic(path, JSON.stringify(record));
+    },
+    async removeTag(upstream, repository, tag) {
+      const path = layout.tagPath(upstream, repository, tag);
+      tags.delete(path);
+      await rm(path, { force: true });
+    },
+    async sweepTags(keep) {
+      const root = join(layout.root, 'repositories');
+      const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch(ifMissing([]));
+      let removed = 0;
+      for (const entry of entries) {
+        if (!entry.isFile() || !entry.name.endsWith('.json') || basename(entry.parentPath) !== '_tags') continue;
+        const path = join(entry.parentPath, entry.name);
+        const upstream = relative(root, path).split(sep)[0] ?? '';
+        const record = parseTagRecord(await readFile(path, 'utf8').catch(ifMissing(undefined)));
+        if (record && keep(upstream, record)) continue;
+        tags.delete(path);
+        await rm(path, { force: true });
+        removed += 1;
+      }
+      return removed;
     },
     async hasLink(upstream, repository, digest) {
       const path = layout.linkPath(upstream, repository, digest);

@@ -1,11 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { readdir } from 'node:fs/promises';
-import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { digestOf, gatedBlob, startFakeUpstream, type FakeUpstream } from '../support/fake-upstream.js';
 import { startMirror, type MirrorHandle } from '../support/mirror.js';
 import { fetchHashed } from '../support/http.js';
+import { tempFiles } from '../support/store.js';
 
 /** Faults a real registry will not produce, against an in-test upstream. */
 describe('fills under upstream faults', () => {
@@ -23,7 +22,7 @@ describe('fills under upstream faults', () => {
   afterEach(async () => {
     await mirror.runtime.mirror.drain();
     expect(mirror.runtime.mirror.fillsInFlight).toBe(0);
-    expect(await readdir(join(mirror.storeDir, 'tmp'))).toEqual([]);
+    expect(await tempFiles(mirror.storeDir)).toEqual([]);
     await mirror.stop();
     await upstream.stop();
   });

@@ -1,12 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { hostname, tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseDigest, type Digest } from '../../src/oci/digest.js';
 import { createBlobStore, DigestMismatchError, type BlobStore } from '../../src/store/blob-store.js';
 import { Fill, FillError } from '../../src/mirror/fill.js';
+import { tempFiles } from '../support/store.js';
 
 const digestOf = (body: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(body).digest('hex')}`);
 const noop = (): void => undefined;
@@ -43,7 +44,7 @@ describe('fill state machine', () => {
   });
 
   afterEach(async () => {
-    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+    expect(await tempFiles(dir)).toEqual([]);
     await rm(dir, { recursive: true, force: true });
   });
 
@@ -192,22 +193,29 @@ describe('blob store', () => {
     const other = digestOf(Buffer.from('world'));
     await expect(store.putVerified(other, body)).rejects.toBeInstanceOf(DigestMismatchError);
     expect(await store.statBlob(other)).toBeUndefined();
-    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+    expect(await tempFiles(dir)).toEqual([]);
   });
 
-  it('empties tmp/ at start-up and keeps committed content', async () => {
+  it('removes temp files of dead processes at start-up, keeps a live one and committed content', async () => {
     const store = createBlobStore(dir);
     await store.init();
     const body = Buffer.from('kept');
     await store.putVerified(digestOf(body), body);
-    const temp = await store.createTempFile();
-    await temp.handle.write('partial');
-    await temp.handle.close();
+    const live = await store.createTempFile();
+    await live.handle.write('in progress');
+    // What kill -9 leaves: the temp dir of a process that no longer exists on this host.
+    const dead = join(dir, 'tmp', `p${2 ** 22 + 17}-0badc0de@${hostname()}`);
+    await mkdir(dead, { recursive: true });
+    await writeFile(join(dead, 'partial'), 'partial');
     const again = createBlobStore(dir);
     await again.init();
-    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+    expect(await tempFiles(dir)).toEqual([relative(join(dir, 'tmp'), live.path)]);
     expect(await again.statBlob(digestOf(body))).toBe(body.length);
+    await store.discardTemp(live);
+    await Promise.all([store.close(), again.close()]);
+    expect(await readdir(join(dir, 'tmp'))).toEqual(['fills']);
   });
+
 
   it('keeps manifests with their media type across instances', async () => {
     const store = createBlobStore(dir);

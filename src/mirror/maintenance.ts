@@ -1,0 +1,93 @@
+/**
+ * The store's housekeeping, on one unref'd timer (never one per entry): rescan the
+ * disk, evict idle content and content over budget (cache-index.ts), drop tag records
+ * whose manifest is gone or that are past any use, remove temp files of dead
+ * processes, save the recency snapshot. A pass is also started when a commit takes
+ * the store over its budget; passes never overlap.
+ */
+import type { Logger } from '../log.js';
+import type { Config } from '../config-types.js';
+import type { BlobStore } from '../store/blob-store.js';
+import type { CacheIndex, EvictionReport } from '../store/cache-index.js';
+import type { Records } from '../store/records.js';
+
+export interface Maintenance {
+  /** Runs a pass now (or joins the one running). */
+  run(): Promise<EvictionReport | undefined>;
+  start(): void;
+  /** Stops the timer, waits for a running pass, saves the snapshot. */
+  close(): Promise<void>;
+}
+
+export interface MaintenanceDeps {
+  readonly config: Config;
+  readonly store: BlobStore;
+  readonly index: CacheIndex;
+  readonly records: Records;
+  readonly log: Logger;
+}
+
+/** A tenth of the idle TTL, within [1 min, 10 min]: TTL is honoured within 10 %. */
+export function maintenanceIntervalMs(idleTtlMs: number): number {
+  return Math.min(10 * 60_000, Math.max(60_000, Math.floor(idleTtlMs / 10)));
+}
+
+/** The first pass reconciles a snapshot with the disk soon after start-up. */
+const FIRST_PASS_MS = 5_000;
+
+export function createMaintenance(deps: MaintenanceDeps): Maintenance {
+  const { index, store, records, log, config } = deps;
+  let timers: NodeJS.Timeout[] = [];
+  let running: Promise<EvictionReport | undefined> | undefined;
+
+  /** Tag records are worth keeping while their manifest is stored and they may still be served. */
+  function keepTag(upstream: string, checkedAtMs: number, digestStored: boolean): boolean {
+    const policy = config.upstreams[upstream];
+    if (!policy || !digestStored) return false;
+    return Date.now() - checkedAtMs < policy.freshForMs + policy.maxStaleMs + config.store.idleTtlMs;
+  }
+
+  async function pass(): Promise<EvictionReport | undefined> {
+    const startedMs = Date.now();
+    try {
+      const report = await index.maintain();
+      const dropped = await records.sweepTags((upstream, record) => keepTag(upstream, record.checkedAtMs, index.has(record.digest)));
+      const temp = await store.sweepTemp();
+      if (report.removed > 0 || dropped > 0 || temp > 0) {
+        log.info(
+          { removed: report.removed, removedBytes: report.removedBytes, ...report.byReason, tagsDropped: dropped, tempRemoved: temp,
+            sizeBytes: report.sizeBytes, entries: report.entries, durationMs: Date.now() - startedMs },
+          'store maintained',
+        );
+      }
+      return report;
+    } catch (err) {
+      log.error({ err }, 'store maintenance failed');
+      return undefined;
+    }
+  }
+
+  function run(): Promise<EvictionReport | undefined> {
+    running ??= pass().finally(() => {
+      running = undefined;
+    });
+    return running;
+  }
+
+  return {
+    run,
+    start() {
+      timers = [
+        setTimeout(() => void run(), FIRST_PASS_MS),
+        setInterval(() => void run(), maintenanceIntervalMs(config.store.idleTtlMs)),
+      ];
+      for (const timer of timers) timer.unref();
+    },
+    async close() {
+      for (const timer of timers) clearTimeout(timer);
+      timers = [];
+      await running;
+      await index.saveSnapshot().catch((err: unknown) => log.warn({ err }, 'could not save the store index'));
+    },
+  };
+}

@@ -1,0 +1,330 @@
+/**
+ * What the store holds and how recently each entry was served: the size budget (LRU
+ * with watermarks) and the idle TTL. Entries are digests of files under blobs/ —
+ * layers, configs and manifests alike, each evicted on its own recency, so a blob
+ * shared by two images stays while either is pulled. Serving a manifest refreshes the
+ * content it references (mirror/), so an image ages as one.
+ *
+ * - Recency lives in an lru-cache (least recently served first), persisted to
+ *   index.json (atomically) as a hint for restarts; the disk is the truth for what
+ *   exists, so every maintenance pass rescans blobs/ and merges. A hit also moves the
+ *   file's mtime forward (at most once a minute), which is how processes sharing the
+ *   store, and a restart without a snapshot, learn recency.
+ * - Eviction runs in batches: once the stored bytes exceed the budget, the least
+ *   recently served go until the low watermark (90 %) is reached. Entries in use by a
+ *   reader, and protected digests (pinned images), are never removed. Removal is an
+ *   unlink: a reader with the file open finishes (POSIX), a later request refetches.
+ * - One process evicts at a time (the `evict` lock); the others skip that pass.
+ */
+import { LRUCache } from 'lru-cache';
+import { readFile } from 'node:fs/promises';
+import { digestFromHex, digestHex, type Digest } from '../oci/digest.js';
+import { ifMissing, type BlobStore } from './blob-store.js';
+import { scanBlobs } from './scan.js';
+
+export type EvictionReason = 'size' | 'ttl';
+
+interface Entry {
+  sizeBytes: number;
+  lastUsedMs: number;
+  /** When the file's mtime was last moved forward. */
+  touchedMs: number;
+}
+
+export interface EvictionReport {
+  readonly removed: number;
+  readonly removedBytes: number;
+  readonly byReason: Readonly<Record<EvictionReason, number>>;
+  /** Stored bytes and entries after the pass (before it, for a dry run). */
+  readonly sizeBytes: number;
+  readonly entries: number;
+  readonly dryRun: boolean;
+  /** Another process held the evict lock; nothing was done. */
+  readonly skipped: boolean;
+}
+
+export interface EvictionPolicy {
+  readonly maxSizeBytes: number;
+  readonly idleTtlMs: number;
+  /** Evict down to this fraction of the budget once it is exceeded. */
+  readonly lowWatermark?: number;
+}
+
+export interface CacheIndexOptions extends EvictionPolicy {
+  readonly store: BlobStore;
+  readonly now?: () => number;
+  /** Digests that must survive eviction: pinned images and what they reference. */
+  readonly protectedDigests?: () => Promise<ReadonlySet<Digest>>;
+  readonly onEvicted?: (reason: EvictionReason, count: number) => void;
+  readonly onChange?: (totals: { sizeBytes: number; entries: number }) => void;
+}
+
+export interface PruneOptions {
+  /** Evict (least recently served first) until at most this many bytes are stored. */
+  readonly targetBytes?: number;
+  /** Evict what was not served for this long. */
+  readonly olderThanMs?: number;
+  readonly dryRun: boolean;
+}
+
+export interface CacheIndex {
+  /** Reads the snapshot, or scans the disk when there is none or it is damaged. */
+  load(): Promise<'snapshot' | 'scan'>;
+  readonly sizeBytes: number;
+  readonly entries: number;
+  has(digest: Digest): boolean;
+  /** Content served (or just committed): most recent now. Adds an entry the disk has. */
+  touch(digest: Digest, sizeBytes?: number): void;
+  /** Keeps `digest` from eviction until the returned release is called. */
+  use(digest: Digest): () => void;
+  /** The file is gone (removed as damaged). */
+  forget(digest: Digest): void;
+  /** True when stored bytes exceed the budget (a maintenance pass would evict). */
+  overBudget(): boolean;
+  /** Rescan, evict idle content, evict down to the low watermark, save the snapshot. */
+  maintain(): Promise<EvictionReport>;
+  /** The operator's eviction (CLI `prune`): by target size and/or age; dry run by default. */
+  prune(options: PruneOptions): Promise<EvictionReport>;
+  /** Digests from least to most recently served, with what the index knows of them. */
+  list(): { digest: Digest; sizeBytes: number; lastUsedMs: number }[];
+  saveSnapshot(): Promise<void>;
+}
+
+/** A hit moves the file's mtime at most this often: recency for other processes. */
+const TOUCH_EVERY_MS = 60_000;
+const SNAPSHOT_VERSION = 1;
+const EVICT_LOCK = 'evict';
+
+export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
+  const { store } = options;
+  const now = options.now ?? Date.now;
+  const lowWatermark = options.lowWatermark ?? 0.9;
+  let lru = emptyLru();
+  let totalBytes = 0;
+  let dirty = false;
+  const inUse = new Map<string, number>();
+  let running: Promise<EvictionReport> | undefined;
+
+  function emptyLru(): LRUCache<string, Entry> {
+    return new LRUCache<string, Entry>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 });
+  }
+
+  /** Least recently served first. */
+  function ordered(): [string, Entry][] {
+    return [...lru.rkeys()].map((hex) => [hex, lru.peek(hex) as Entry]);
+  }
+
+  function changed(): void {
+    dirty = true;
+    options.onChange?.({ sizeBytes: totalBytes, entries: lru.size });
+  }
+
+  function put(hex: string, entry: Entry): void {
+    const previous = lru.get(hex);
+    totalBytes += entry.sizeBytes - (previous?.sizeBytes ?? 0);
+    lru.set(hex, entry);
+  }
+
+  function drop(hex: string): void {
+    const previous = lru.peek(hex);
+    if (!previous) return;
+    totalBytes -= previous.sizeBytes;
+    lru.delete(hex);
+  }
+
+  /** Replaces the index with `entries`, least recent first. */
+  function rebuild(entries: [string, Entry][]): void {
+    entries.sort((a, b) => a[1].lastUsedMs - b[1].lastUsedMs);
+    lru = emptyLru();
+    totalBytes = 0;
+    for (const [hex, entry] of entries) put(hex, entry);
+    changed();
+  }
+
+  async function readSnapshot(): Promise<[string, Entry][] | undefined> {
+    const text = await readFile(store.layout.snapshotPath, 'utf8').catch(ifMissing(undefined));
+    if (text === undefined) return undefined;
+    try {
+      const raw = JSON.parse(text) as { version?: unknown; entries?: unknown };
+      if (raw.version !== SNAPSHOT_VERSION || !Array.isArray(raw.entries)) return undefined;
+      const entries: [string, Entry][] = [];
+      for (const item of raw.entries as unknown[]) {
+        if (!Array.isArray(item)) return undefined;
+        const [hex, sizeBytes, lastUsedMs] = item as unknown[];
+        if (typeof hex !== 'string' || !/^[0-9a-f]{64}$/.test(hex)) return undefined;
+        if (!isCount(sizeBytes) || !isCount(lastUsedMs)) return undefined;
+        entries.push([hex, { sizeBytes, lastUsedMs, touchedMs: lastUsedMs }]);
+      }
+      return entries;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /** Disk and memory merged: the disk says what exists, the later of the two says when it was used. */
+  async function reconcile(): Promise<void> {
+    const scanStartedMs = now();
+    const disk = await scanBlobs(store.layout);
+    const merged: [string, Entry][] = [];
+    for (const [hex, file] of disk) {
+      const known = lru.peek(hex);
+      const lastUsedMs = Math.max(known?.lastUsedMs ?? 0, Math.floor(file.mtimeMs));
+      merged.push([hex, { sizeBytes: file.sizeBytes, lastUsedMs, touchedMs: known?.touchedMs ?? file.mtimeMs }]);
+    }
+    // Entries added while the scan ran may have been committed after it read their shard.
+    for (const [hex, entry] of lru.entries()) {
+      if (!disk.has(hex) && entry.lastUsedMs >= scanStartedMs) merged.push([hex, entry]);
+    }
+    rebuild(merged);
+  }
+
+  async function protectedSet(): Promise<Set<string>> {
+    const digests = (await options.protectedDigests?.()) ?? new Set<Digest>();
+    const hexes = new Set([...digests].map((d) => digestHex(d)));
+    for (const hex of inUse.keys()) hexes.add(hex);
+    return hexes;
+  }
+
+  /**
+   * Picks victims least recent first: idle ones (the order is by last use, so they lead),
+   * then more until `targetBytes` is reached.
+   */
+  function chooseVictims(keep: Set<string>, idleBefore: number | undefined, targetBytes: number | undefined) {
+    const victims: [string, Entry, EvictionReason][] = [];
+    let remaining = totalBytes;
+    for (const hex of lru.rkeys()) {
+      const entry = lru.peek(hex) as Entry;
+      if (keep.has(hex)) continue;
+      const idle = idleBefore !== undefined && entry.lastUsedMs < idleBefore;
+      if (!idle && (targetBytes === undefined || remaining <= targetBytes)) break;
+      victims.push([hex, entry, idle ? 'ttl' : 'size']);
+      remaining -= entry.sizeBytes;
+    }
+    return victims;
+  }
+
+  async function evict(
+    idleBefore: number | undefined,
+    target: () => number | undefined,
+    dryRun: boolean,
+  ): Promise<EvictionReport> {
+    const lease = await store.locks.tryLock(EVICT_LOCK);
+    if (!lease) return report(0, 0, { size: 0, ttl: 0 }, dryRun, true);
+    try {
+      // The rescan may find more than this process knew of: the target is decided on the merged total.
+      await reconcile();
+      const victims = chooseVictims(await protectedSet(), idleBefore, target());
+      const byReason: Record<EvictionReason, number> = { size: 0, ttl: 0 };
+      let removedBytes = 0;
+      for (const [hex, entry, reason] of victims) {
+        byReason[reason] += 1;
+        removedBytes += entry.sizeBytes;
+        if (dryRun || inUse.has(hex)) continue;
+        drop(hex);
+        await store.removeBlob(digestFromHex(hex));
+      }
+      if (!dryRun) {
+        for (const reason of ['size', 'ttl'] as const) if (byReason[reason] > 0) options.onEvicted?.(reason, byReason[reason]);
+        changed();
+        await saveSnapshot();
+      }
+      return report(victims.length, removedBytes, byReason, dryRun, false);
+    } finally {
+      await lease.release();
+    }
+  }
+
+  function report(
+    removed: number,
+    removedBytes: number,
+    byReason: Record<EvictionReason, number>,
+    dryRun: boolean,
+    skipped: boolean,
+  ): EvictionReport {
+    return { removed, removedBytes, byReason, sizeBytes: totalBytes, entries: lru.size, dryRun, skipped };
+  }
+
+  async function saveSnapshot(): Promise<void> {
+    const entries = ordered().map(([hex, e]) => [hex, e.sizeBytes, e.lastUsedMs]);
+    dirty = false;
+    await store.writeAtomic(store.layout.snapshotPath, JSON.stringify({ version: SNAPSHOT_VERSION, entries }));
+  }
+
+  /** One pass at a time; a caller arriving meanwhile shares it. */
+  function exclusive(work: () => Promise<EvictionReport>): Promise<EvictionReport> {
+    running ??= work().finally(() => {
+      running = undefined;
+    });
+    return running;
+  }
+
+  return {
+    async load() {
+      const snapshot = await readSnapshot();
+      if (snapshot) {
+        rebuild(snapshot);
+        dirty = false;
+        return 'snapshot';
+      }
+      await reconcile();
+      return 'scan';
+    },
+    get sizeBytes() {
+      return totalBytes;
+    },
+    get entries() {
+      return lru.size;
+    },
+    has: (digest) => lru.has(digestHex(digest)),
+    touch(digest, sizeBytes) {
+      const hex = digestHex(digest);
+      const known = lru.get(hex);
+      if (!known && sizeBytes === undefined) return;
+      const at = now();
+      const entry = { sizeBytes: sizeBytes ?? (known as Entry).sizeBytes, lastUsedMs: at, touchedMs: known?.touchedMs ?? at };
+      if (at - entry.touchedMs >= TOUCH_EVERY_MS) {
+        entry.touchedMs = at;
+        void store.touchBlob(digest, at).catch(() => undefined);
+      }
+      put(hex, entry);
+      changed();
+    },
+    use(digest) {
+      const hex = digestHex(digest);
+      inUse.set(hex, (inUse.get(hex) ?? 0) + 1);
+      let released = false;
+      return () => {
+        if (released) return;
+        released = true;
+        const left = (inUse.get(hex) ?? 1) - 1;
+        if (left > 0) inUse.set(hex, left);
+        else inUse.delete(hex);
+      };
+    },
+    forget(digest) {
+      drop(digestHex(digest));
+      changed();
+    },
+    overBudget: () => totalBytes > options.maxSizeBytes,
+    maintain: () =>
+      exclusive(() =>
+        evict(
+          now() - options.idleTtlMs,
+          () => (totalBytes > options.maxSizeBytes ? Math.floor(options.maxSizeBytes * lowWatermark) : undefined),
+          false,
+        ),
+      ),
+    prune: (prune) =>
+      exclusive(() =>
+        evict(prune.olderThanMs === undefined ? undefined : now() - prune.olderThanMs, () => prune.targetBytes, prune.dryRun),
+      ),
+    list: () => ordered().map(([hex, e]) => ({ digest: digestFromHex(hex), sizeBytes: e.sizeBytes, lastUsedMs: e.lastUsedMs })),
+    async saveSnapshot() {
+      if (dirty) await saveSnapshot();
+    },
+  };
+}
+
+function isCount(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value) && value >= 0;
+}

@@ -1,0 +1,79 @@
+/**
+ * Each process writes its temp files under its own `tmp/<process>/`, held by the lock
+ * `process-<process>`. Nothing under tmp/ is ever content: a crash (kill -9 mid-fill)
+ * leaves at most a temp file, and the next start-up of any process sharing the store
+ * removes the directories of processes that are gone — dead on this host, or whose
+ * lock went stale — and fill records (`tmp/fills/<hex>.json`) no live fill holds.
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { StoreLayout } from './layout.js';
+import { currentOwner, isDeadOwner, type Lease, type StoreLocks } from './lock.js';
+
+export interface TempArea {
+  /** This process's temp directory. */
+  readonly dir: string;
+  open(): Promise<void>;
+  /** Removes what dead processes left behind; safe while others run. */
+  sweep(): Promise<number>;
+  close(): Promise<void>;
+}
+
+const FILLS = 'fills';
+
+export function createTempArea(layout: StoreLayout, locks: StoreLocks): TempArea {
+  const owner = currentOwner();
+  // `p<pid>-<random>@<host>`: the owner can be read back from the name alone.
+  const name = `p${owner.pid}-${randomBytes(4).toString('hex')}@${owner.host}`;
+  const dir = join(layout.tmpDir, name);
+  let lease: Lease | undefined;
+
+  async function isAbandoned(entry: string): Promise<boolean> {
+    const parsed = /^p(\d+)-[0-9a-f]+@(.+)$/.exec(entry);
+    if (!parsed) return true;
+    if (isDeadOwner({ pid: Number(parsed[1]), host: parsed[2] as string })) {
+      await locks.breakLock(`process-${entry}`);
+      return true;
+    }
+    return !(await locks.isLocked(`process-${entry}`));
+  }
+
+  async function sweepFillRecords(): Promise<number> {
+    let removed = 0;
+    for (const file of await readdir(layout.fillsDir).catch(() => [])) {
+      const hex = file.replace(/\.json$/, '');
+      if (file.endsWith('.json') && (await locks.isLocked(`fill-${hex}`))) continue;
+      await rm(join(layout.fillsDir, file), { recursive: true, force: true });
+      removed += 1;
+    }
+    return removed;
+  }
+
+  return {
+    dir,
+    async open() {
+      await mkdir(layout.fillsDir, { recursive: true });
+      lease = await locks.tryLock(`process-${name}`);
+      if (!lease) throw new Error(`temp area ${name} is locked by another process`);
+      await mkdir(dir, { recursive: true });
+    },
+    async sweep() {
+      let removed = 0;
+      for (const entry of await readdir(layout.tmpDir)) {
+        if (entry === FILLS || entry === name) continue;
+        if (await isAbandoned(entry)) {
+          await rm(join(layout.tmpDir, entry), { recursive: true, force: true });
+          await locks.breakLock(`process-${entry}`);
+          removed += 1;
+        }
+      }
+      return removed + (await sweepFillRecords());
+    },
+    async close() {
+      await rm(dir, { recursive: true, force: true });
+      await lease?.release();
+      lease = undefined;
+    },
+  };
+}
