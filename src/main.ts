@@ -5,6 +5,8 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { runServe } from './cli/serve.js';
+import { runPrune } from './cli/prune.js';
+import { collectStats, formatStats } from './cli/stats.js';
 import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
 import { ConfigError, loadConfig, type LoadConfigOptions } from './config.js';
 
@@ -27,8 +29,19 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`oci-mirror: ${command.message}\n\n${USAGE}`);
       return EXIT_USAGE;
     case 'serve':
-      await runServe(await loadConfig(configOptions(command.options)));
+      await runServe(await loadConfig(configOptions(command.options)), command.workers);
       return EXIT_OK;
+    case 'prune': {
+      const config = await loadConfig(configOptions(command.options));
+      await runPrune(config, command, (line) => process.stdout.write(`${line}\n`));
+      return EXIT_OK;
+    }
+    case 'stats': {
+      const config = await loadConfig(configOptions(command.options));
+      const stats = await collectStats(config, command.url ?? `http://127.0.0.1:${config.listen.port}`);
+      process.stdout.write(command.json ? `${JSON.stringify(stats, null, 2)}\n` : `${formatStats(stats).join('\n')}\n`);
+      return EXIT_OK;
+    }
   }
 }
 

@@ -12,11 +12,19 @@ export interface TagRecord {
   readonly checkedAtMs: number;
 }
 
+export interface RepositoryRecords {
+  readonly upstream: string;
+  readonly repository: string;
+  readonly digests: ReadonlySet<Digest>;
+}
+
 /** Per-repository facts: tag records and, for upstreams with credentials, confirmed digests. */
 export interface Records {
   findTag(upstream: string, repository: string, tag: string): Promise<TagRecord | undefined>;
   putTag(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void>;
   removeTag(upstream: string, repository: string, tag: string): Promise<void>;
+  /** Every repository with records, and the digests its tags and links name. */
+  listRepositories(): Promise<RepositoryRecords[]>;
   /** Removes every tag record `keep` rejects; answers how many went. */
   sweepTags(keep: (upstream: string, record: TagRecord) => boolean): Promise<number>;
   hasLink(upstream: string, repository: string, digest: Digest): Promise<boolean>;
@@ -25,6 +33,21 @@ export interface Records {
 
 export function createRecords(store: BlobStore): Records {
   const { layout } = store;
+  const root = join(layout.root, 'repositories');
+
+  /** Tag records and links under repositories/, with the repository they belong to. */
+  async function recordFiles(): Promise<{ path: string; upstream: string; repository: string; kind: '_tags' | '_links' }[]> {
+    const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch(ifMissing([]));
+    const files = [];
+    for (const entry of entries) {
+      const kind = basename(entry.parentPath);
+      if (!entry.isFile() || (kind !== '_tags' && kind !== '_links')) continue;
+      if (kind === '_tags' && !entry.name.endsWith('.json')) continue;
+      const [upstream = '', ...parts] = relative(root, dirname(entry.parentPath)).split(sep);
+      files.push({ path: join(entry.parentPath, entry.name), upstream, repository: parts.join('/'), kind } as const);
+    }
+    return files;
+  }
   const tags = new Map<string, TagRecord>();
   const links = new Set<string>();
 
@@ -47,14 +70,24 @@ export function createRecords(store: BlobStore): Records {
       tags.delete(path);
       await rm(path, { force: true });
     },
+    async listRepositories() {
+      const found = new Map<string, { upstream: string; repository: string; digests: Set<Digest> }>();
+      for (const { path, upstream, repository, kind } of await recordFiles()) {
+        const key = `${upstream}/${repository}`;
+        const entry = found.get(key) ?? { upstream, repository, digests: new Set<Digest>() };
+        found.set(key, entry);
+        const digest =
+          kind === '_links'
+            ? findDigest(`sha256:${basename(path)}`)
+            : parseTagRecord(await readFile(path, 'utf8').catch(ifMissing(undefined)))?.digest;
+        if (digest) entry.digests.add(digest);
+      }
+      return [...found.values()];
+    },
     async sweepTags(keep) {
-      const root = join(layout.root, 'repositories');
-      const entries = await readdir(root, { recursive: true, withFileTypes: true }).catch(ifMissing([]));
       let removed = 0;
-      for (const entry of entries) {
-        if (!entry.isFile() || !entry.name.endsWith('.json') || basename(entry.parentPath) !== '_tags') continue;
-        const path = join(entry.parentPath, entry.name);
-        const upstream = relative(root, path).split(sep)[0] ?? '';
+      for (const { path, upstream, kind } of await recordFiles()) {
+        if (kind !== '_tags') continue;
         const record = parseTagRecord(await readFile(path, 'utf8').catch(ifMissing(undefined)));
         if (record && keep(upstream, record)) continue;
         tags.delete(path);

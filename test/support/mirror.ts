@@ -65,18 +65,39 @@ export interface MirrorProcess {
   readonly storeDir: string;
   /** Peak resident set size so far (VmHWM), in bytes. */
   peakRssBytes(): Promise<number>;
+  /** Everything the process wrote to stdout and stderr so far. */
+  output(): string;
+  /** SIGKILL, as a crash or the OOM killer would: no clean-up runs. */
+  kill(): Promise<void>;
   stop(): Promise<void>;
 }
 
+export interface MirrorProcessOptions {
+  /** Share a store directory (kept after stop); default a fresh one per process. */
+  readonly storeDir?: string;
+  /** More arguments for `serve`, e.g. `['--workers', '2']`. */
+  readonly args?: readonly string[];
+}
+
 /** The built mirror (`dist/main.js`) as a child process, as users run it. */
-export async function startMirrorProcess(input: MirrorInput, port: number): Promise<MirrorProcess> {
+export async function startMirrorProcess(
+  input: MirrorInput,
+  port: number,
+  options: MirrorProcessOptions = {},
+): Promise<MirrorProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-proc-'));
-  const storeDir = join(dir, 'store');
+  const storeDir = options.storeDir ?? join(dir, 'store');
   const configFile = join(dir, 'mirror.config.json');
   await writeFile(configFile, JSON.stringify(fileConfig(input, storeDir, port, 'info')));
-  const child: ChildProcess = spawn(process.execPath, ['dist/main.js', 'serve', '--config', configFile], {
+  const child: ChildProcess = spawn(process.execPath, ['dist/main.js', 'serve', '--config', configFile, ...(options.args ?? [])], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  let output = '';
+  const keep = (chunk: Buffer): void => {
+    output = (output + chunk.toString()).slice(-262_144);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
   const url = `http://127.0.0.1:${port}`;
   await waitForOutput(child, 'mirror listening');
   return {
@@ -88,6 +109,14 @@ export async function startMirrorProcess(input: MirrorInput, port: number): Prom
       const status = await readFile(`/proc/${child.pid}/status`, 'utf8');
       const kb = /VmHWM:\s+(\d+) kB/.exec(status)?.[1];
       return Number(kb ?? 0) * 1024;
+    },
+    output: () => output,
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill('SIGKILL');
+      await exited;
+      await rm(dir, { recursive: true, force: true });
     },
     async stop() {
       await terminate(child);

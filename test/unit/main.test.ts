@@ -60,8 +60,40 @@ describe('USAGE', () => {
     expect(USAGE).toMatch(/Example:\n {2}oci-mirror serve/);
   });
 
+  it('parses serve --workers, prune and stats with their own options', () => {
+    expect(parseCommandLine(['serve', '--workers', '4'])).toEqual({ kind: 'serve', options: {}, workers: 4 });
+    expect(parseCommandLine(['prune', '--max-size', '1GiB', '--older-than', '7d', '--config', 'm.json'])).toEqual({
+      kind: 'prune',
+      options: { configFile: 'm.json' },
+      targetBytes: 2 ** 30,
+      olderThanMs: 7 * 86_400_000,
+      apply: false,
+    });
+    expect(parseCommandLine(['prune', '--older-than', '1h', '--apply'])).toMatchObject({ kind: 'prune', apply: true });
+    expect(parseCommandLine(['stats', '--json', '--url', 'http://127.0.0.1:5000'])).toEqual({
+      kind: 'stats',
+      options: {},
+      url: 'http://127.0.0.1:5000',
+      json: true,
+    });
+  });
+
+  it.each([
+    [['serve', '--workers', '0'], '--workers expects an integer from 1 to 256'],
+    [['serve', '--workers', 'many'], '--workers expects an integer from 1 to 256'],
+    [['prune'], 'prune needs --max-size SIZE and/or --older-than DURATION'],
+    [['prune', '--max-size', 'lots'], 'invalid size "lots"'],
+    [['prune', '--older-than', '3 weeks'], 'invalid duration "3 weeks"'],
+    [['serve', '--apply'], '--apply belongs to the prune command'],
+    [['stats', '--workers', '2'], '--workers belongs to the serve command'],
+  ])('rejects %j with a usage error', (argv, message) => {
+    const command = parseCommandLine(argv);
+    expect(command.kind).toBe('usage-error');
+    expect(command.kind === 'usage-error' && command.message).toContain(message);
+  });
+
   it('lists no command that does not exist yet', () => {
     const commands = /Commands:\n((?: {2}\S.*\n)+)/.exec(USAGE)?.[1] ?? '';
-    expect(commands.split('\n').filter(Boolean).map((line) => line.trim().split(/\s+/)[0])).toEqual(['serve', 'help']);
+    expect(commands.split('\n').filter(Boolean).map((line) => line.trim().split(/\s+/)[0])).toEqual(['serve', 'prune', 'stats', 'help']);
   });
 });

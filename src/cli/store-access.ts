@@ -1,0 +1,28 @@
+import type { Config } from '../config-types.js';
+import { pinnedDigests } from '../mirror/pins.js';
+import { createBlobStore, type BlobStore } from '../store/blob-store.js';
+import { createCacheIndex, type CacheIndex } from '../store/cache-index.js';
+import { createRecords, type Records } from '../store/records.js';
+
+/** The store as the CLI commands see it: the same index, pins and locks as `serve`. */
+export interface StoreAccess {
+  readonly store: BlobStore;
+  readonly records: Records;
+  readonly index: CacheIndex;
+  readonly loadedFrom: 'snapshot' | 'scan';
+  close(): Promise<void>;
+}
+
+export async function openStore(config: Config): Promise<StoreAccess> {
+  const store = createBlobStore(config.store.path);
+  await store.init();
+  const records = createRecords(store);
+  const index = createCacheIndex({
+    store,
+    maxSizeBytes: config.store.maxSizeBytes,
+    idleTtlMs: config.store.idleTtlMs,
+    protectedDigests: () => pinnedDigests({ config, records, store }),
+  });
+  const loadedFrom = await index.load();
+  return { store, records, index, loadedFrom, close: () => store.close() };
+}
