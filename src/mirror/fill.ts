@@ -36,6 +36,8 @@ import type { BlobStore, TempFile } from '../store/blob-store.js';
 import { FillReader, type FillSource, type Spool } from './fill-reader.js';
 import type { ByteRange } from '../oci/range.js';
 
+const FIRST_READER_WAIT_MS = 10_000;
+
 export type FillState = 'fetching' | 'relaying' | 'committed' | 'relayed' | 'failed';
 /** How a fill that did not fail ended: stored, or only streamed through. */
 export type FillOutcome = 'committed' | 'relayed';
@@ -136,9 +138,9 @@ export class Fill implements Spool {
     return this.#state === 'committed' || this.#state === 'relayed';
   }
 
-  /** New requests may join: the spool holds every byte from the first. */
+  /** New requests may join: the spool holds every byte from the first, or nothing was relayed yet. */
   get joinable(): boolean {
-    return this.#state === 'fetching' || this.#state === 'committed';
+    return this.#state === 'fetching' || this.#state === 'committed' || (this.#state === 'relaying' && this.#written === 0);
   }
 
   get writtenBytes(): number {
@@ -274,8 +276,19 @@ export class Fill implements Spool {
         : { start: this.#written, bytes: chunk };
   }
 
+  /** A relay has nowhere to put bytes before its first reader; it gives up after a bound. */
   async #waitForFirstReader(): Promise<void> {
-    while (this.#readers.size === 0) await this.#moved.next();
+    const deadline = Date.now() + FIRST_READER_WAIT_MS;
+    while (this.#readers.size === 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new FillError('no client came to read a blob the store cannot take', 'write');
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, left);
+      });
+      await Promise.race([this.#moved.next(), timeout]);
+      clearTimeout(timer);
+    }
   }
 
   /** Relaying: the next chunk is read only once every reader took this one. */

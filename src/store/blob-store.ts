@@ -108,15 +108,20 @@ export function createBlobStore(root: string, locks: StoreLocks = createStoreLoc
 
   async function writeAtomic(path: string, text: string): Promise<void> {
     const staged = tempPath('.meta');
-    const handle = await open(staged, 'wx');
     try {
-      await handle.writeFile(text);
-      await handle.sync();
-    } finally {
-      await handle.close();
+      const handle = await open(staged, 'wx');
+      try {
+        await handle.writeFile(text);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await mkdir(dirname(path), { recursive: true });
+      await rename(staged, path);
+    } catch (err) {
+      await rm(staged, { force: true });
+      throw err;
     }
-    await mkdir(dirname(path), { recursive: true });
-    await rename(staged, path);
   }
 
   return {
