@@ -3,8 +3,10 @@ import { mkdir, open, readFile, readdir, rename, rm, stat, statfs, utimes, type 
 import { dirname, join } from 'node:path';
 import type { Digest } from '../oci/digest.js';
 import { createLayout, type StoreLayout } from './layout.js';
-import { createStoreLocks, type Owner, type StoreLocks } from './lock.js';
-import { createTempArea } from './temp-area.js';
+import { createStoreLocks, type StoreLocks } from './lock.js';
+import { createTempArea, parseFillRecord, type FillRecord } from './temp-area.js';
+
+export type { FillRecord } from './temp-area.js';
 
 /** A file in tmp/ being written; it reaches blobs/ only through `commitTemp`. */
 export interface TempFile {
@@ -21,14 +23,6 @@ export interface OpenBlob {
 export interface StoredManifest {
   readonly mediaType: string;
   readonly body: Buffer;
-}
-
-/** What other processes need to follow a fill in progress (tmp/fills/<hex>.json). */
-export interface FillRecord {
-  readonly owner: Owner;
-  /** The spool file being written; absent while the upstream has not answered yet. */
-  readonly spool?: string;
-  readonly sizeBytes?: number;
 }
 
 export class DigestMismatchError extends Error {
@@ -235,17 +229,3 @@ export async function listDir(path: string): Promise<string[]> {
   return readdir(path).catch(ifMissing([]));
 }
 
-function parseFillRecord(text: string): FillRecord | undefined {
-  try {
-    const raw = JSON.parse(text) as { owner?: { host?: unknown; pid?: unknown }; spool?: unknown; sizeBytes?: unknown };
-    const { host, pid } = raw.owner ?? {};
-    if (typeof host !== 'string' || typeof pid !== 'number') return undefined;
-    return {
-      owner: { host, pid },
-      ...(typeof raw.spool === 'string' ? { spool: raw.spool } : {}),
-      ...(typeof raw.sizeBytes === 'number' ? { sizeBytes: raw.sizeBytes } : {}),
-    };
-  } catch {
-    return undefined;
-  }
-}

@@ -6,10 +6,18 @@
  * lock went stale — and fill records (`tmp/fills/<hex>.json`) no live fill holds.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readdir, rm } from 'node:fs/promises';
+import { mkdir, readFile, readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { StoreLayout } from './layout.js';
-import { currentOwner, isDeadOwner, type Lease, type StoreLocks } from './lock.js';
+import { currentOwner, isDeadOwner, type Lease, type Owner, type StoreLocks } from './lock.js';
+
+/** What other processes need to follow a fill in progress (tmp/fills/<hex>.json). */
+export interface FillRecord {
+  readonly owner: Owner;
+  /** The spool file being written; absent while the upstream has not answered yet. */
+  readonly spool?: string;
+  readonly sizeBytes?: number;
+}
 
 export interface TempArea {
   /** This process's temp directory. */
@@ -39,12 +47,17 @@ export function createTempArea(layout: StoreLayout, locks: StoreLocks): TempArea
     return !(await locks.isLocked(`process-${entry}`));
   }
 
+  /** Fill records whose fill is over: unlocked, or locked by a process that is gone. */
   async function sweepFillRecords(): Promise<number> {
     let removed = 0;
     for (const file of await readdir(layout.fillsDir).catch(() => [])) {
-      const hex = file.replace(/\.json$/, '');
-      if (file.endsWith('.json') && (await locks.isLocked(`fill-${hex}`))) continue;
-      await rm(join(layout.fillsDir, file), { recursive: true, force: true });
+      const path = join(layout.fillsDir, file);
+      const lock = `fill-${file.replace(/\.json$/, '')}`;
+      if (file.endsWith('.json') && (await locks.isLocked(lock))) {
+        if (!isDeadOwner(await recordOwner(path))) continue;
+        await locks.breakLock(lock);
+      }
+      await rm(path, { recursive: true, force: true });
       removed += 1;
     }
     return removed;
@@ -76,4 +89,25 @@ export function createTempArea(layout: StoreLayout, locks: StoreLocks): TempArea
       lease = undefined;
     },
   };
+}
+
+async function recordOwner(path: string): Promise<Owner> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  // Unreadable: judged by its lock alone.
+  return parseFillRecord(text)?.owner ?? currentOwner();
+}
+
+export function parseFillRecord(text: string): FillRecord | undefined {
+  try {
+    const raw = JSON.parse(text) as { owner?: { host?: unknown; pid?: unknown }; spool?: unknown; sizeBytes?: unknown };
+    const { host, pid } = raw.owner ?? {};
+    if (typeof host !== 'string' || typeof pid !== 'number') return undefined;
+    return {
+      owner: { host, pid },
+      ...(typeof raw.spool === 'string' ? { spool: raw.spool } : {}),
+      ...(typeof raw.sizeBytes === 'number' ? { sizeBytes: raw.sizeBytes } : {}),
+    };
+  } catch {
+    return undefined;
+  }
 }
