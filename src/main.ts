@@ -7,6 +7,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { runServe } from './cli/serve.js';
 import { runPrune } from './cli/prune.js';
 import { collectStats, formatStats } from './cli/stats.js';
+import { runExport, runImport } from './cli/bundle.js';
+import { progressMode } from './cli/progress.js';
+import { runWarm } from './cli/warm.js';
 import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
 import { ConfigError, loadConfig, type LoadConfigOptions } from './config.js';
 
@@ -41,6 +44,25 @@ async function main(argv: readonly string[]): Promise<number> {
       const stats = await collectStats(config, command.url ?? `http://127.0.0.1:${config.listen.port}`);
       process.stdout.write(command.json ? `${JSON.stringify(stats, null, 2)}\n` : `${formatStats(stats).join('\n')}\n`);
       return EXIT_OK;
+    }
+    case 'warm': {
+      const config = await loadConfig(configOptions(command.options));
+      const failed = await runWarm(config, command.request, progressMode(command.json, process.stdout.isTTY), process.stdout);
+      return failed > 0 ? EXIT_FAILURE : EXIT_OK;
+    }
+    case 'export': {
+      const config = await loadConfig(configOptions(command.options));
+      // With the bundle on stdout, progress goes to stderr.
+      const toStdout = command.request.output === '-';
+      const out = toStdout ? process.stderr : process.stdout;
+      const mode = progressMode(command.json, out.isTTY);
+      const failed = await runExport(config, command.request, mode, out, process.stdout);
+      return failed > 0 ? EXIT_FAILURE : EXIT_OK;
+    }
+    case 'import': {
+      const config = await loadConfig(configOptions(command.options));
+      const failed = await runImport(config, command.file, progressMode(command.json, process.stdout.isTTY), process.stdout, process.stdin);
+      return failed > 0 ? EXIT_FAILURE : EXIT_OK;
     }
   }
 }

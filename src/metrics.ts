@@ -27,6 +27,7 @@ export interface Metrics {
   readonly storeEntries: Gauge;
   readonly cacheWriteFailures: Counter;
   readonly evictions: Counter<'reason'>;
+  readonly offlineMisses: Counter<'kind'>;
 }
 
 export function createMetrics(options: { readonly processMetrics?: boolean } = {}): Metrics {
@@ -116,6 +117,12 @@ export function createMetrics(options: { readonly processMetrics?: boolean } = {
       name: 'oci_mirror_evictions_total',
       help: 'Store entries removed, by reason (size, ttl, damaged).',
       labelNames: ['reason'],
+      registers,
+    }),
+    offlineMisses: new Counter({
+      name: 'oci_mirror_offline_misses_total',
+      help: 'Requests an offline mirror could not answer from its store (what to warm or import next), by kind.',
+      labelNames: ['kind'],
       registers,
     }),
   };

@@ -5,7 +5,7 @@ import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createMirror, type Mirror } from './mirror/mirror.js';
 import { createBlobStore, type BlobStore } from './store/blob-store.js';
-import { createRecords } from './store/records.js';
+import { createRecords, type Records } from './store/records.js';
 import { createCacheIndex, type CacheIndex } from './store/cache-index.js';
 import { createStoreLocks } from './store/lock.js';
 import { createMaintenance, type Maintenance } from './mirror/maintenance.js';
@@ -21,6 +21,7 @@ export interface Runtime {
   readonly metrics: Metrics;
   readonly store: BlobStore;
   readonly index: CacheIndex;
+  readonly records: Records;
   readonly maintenance: Maintenance;
   readonly log: Logger;
   /** Stops taking requests, lets responses in flight finish, then closes upstreams. */
@@ -78,6 +79,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
     metrics,
     store,
     index,
+    records,
     maintenance,
     log,
     async close() {

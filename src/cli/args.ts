@@ -1,5 +1,8 @@
 import { parseArgs } from 'node:util';
 import { parseDuration, parseSize } from '../config-units.js';
+import { parsePlatform, type PlatformFilter } from '../mirror/warm.js';
+import type { ExportRequest } from './bundle.js';
+import type { WarmRequest } from './warm.js';
 
 /** Flags every command takes. */
 export interface GlobalOptions {
@@ -19,6 +22,9 @@ export type Command =
       readonly apply: boolean;
     }
   | { readonly kind: 'stats'; readonly options: GlobalOptions; readonly url?: string; readonly json: boolean }
+  | { readonly kind: 'warm'; readonly options: GlobalOptions; readonly request: WarmRequest; readonly json: boolean }
+  | { readonly kind: 'export'; readonly options: GlobalOptions; readonly request: ExportRequest; readonly json: boolean }
+  | { readonly kind: 'import'; readonly options: GlobalOptions; readonly file: string; readonly json: boolean }
   | { readonly kind: 'help' }
   | { readonly kind: 'version' }
   | { readonly kind: 'usage-error'; readonly message: string };
@@ -32,6 +38,9 @@ Commands:
   serve            Run the mirror (the default when no command is given)
   prune            Evict from the store now, by size and/or age (a dry run unless --apply)
   stats            Show the store's size, top repositories and a running mirror's hit ratio
+  warm             Fetch images into the store ahead of their first pull
+  export           Write cached images to one bundle (a tar of an OCI image layout)
+  import           Load a bundle (or any oci-archive) into the store
   help             Show this text
 
 Options:
@@ -57,6 +66,29 @@ stats:
                    http://127.0.0.1:<listen.port>)
   --json           Print JSON instead of text
 
+warm [IMAGE...] (alpine:3.20, ghcr.io/org/app:1.2, quay.io/org/app@sha256:...):
+  --file FILE      More images, one per line; # starts a comment
+  --platform LIST  Only these platforms of multi-platform images, e.g.
+                   linux/amd64,linux/arm64 (default: every platform)
+  --concurrency N  Downloads at once (default 4)
+  --pin            Never evict the warmed images (kept in the store's pins.json)
+  --url URL        Warm through the mirror running at URL instead of the store
+  --json           JSON lines instead of the live display
+  Safe beside a running mirror on the same store: nothing is fetched twice. Exit
+  status 1 when any image failed; run it again to resume.
+
+export [IMAGE...] --output FILE:
+  --file FILE      Images to export, one per line
+  --all            Every tagged image in the store
+  --repository P   Every tagged image whose registry/repository matches P
+                   (* within a path component, ** across), e.g. "docker.io/library/*"
+  --output FILE    Where to write the bundle (- for stdout)
+  --json           JSON instead of text
+
+import FILE:       Verifies every blob, then files each image under the registry,
+                   repository and tag it came from (- reads stdin)
+  --json           JSON instead of text
+
 Configuration:
   With --config FILE, FILE is read. Otherwise ./mirror.config.json is read if it
   exists in the working directory, and the built-in defaults are used if it does not.
@@ -80,16 +112,37 @@ const OPTIONS = {
   apply: { type: 'boolean' },
   url: { type: 'string' },
   json: { type: 'boolean' },
+  file: { type: 'string' },
+  platform: { type: 'string' },
+  concurrency: { type: 'string' },
+  pin: { type: 'boolean' },
+  all: { type: 'boolean' },
+  repository: { type: 'string' },
+  output: { type: 'string', short: 'o' },
 } as const;
 
-const COMMANDS = ['serve', 'prune', 'stats', 'help'] as const;
+const COMMANDS = ['serve', 'prune', 'stats', 'warm', 'export', 'import', 'help'] as const;
+type CommandName = Exclude<(typeof COMMANDS)[number], 'help'>;
 
-/** Options that belong to one command only. */
-const COMMAND_OPTIONS: Readonly<Record<string, readonly string[]>> = {
-  serve: ['workers'],
-  prune: ['max-size', 'older-than', 'apply'],
-  stats: ['url', 'json'],
+/** Options that only some commands take. */
+const OPTION_COMMANDS: Readonly<Record<string, readonly CommandName[]>> = {
+  workers: ['serve'],
+  'max-size': ['prune'],
+  'older-than': ['prune'],
+  apply: ['prune'],
+  url: ['stats', 'warm'],
+  json: ['stats', 'warm', 'export', 'import'],
+  file: ['warm', 'export'],
+  platform: ['warm'],
+  concurrency: ['warm'],
+  pin: ['warm'],
+  all: ['export'],
+  repository: ['export'],
+  output: ['export'],
 };
+
+/** Commands that take positional arguments (images, a bundle file). */
+const TAKES_ARGUMENTS: readonly CommandName[] = ['warm', 'export', 'import'];
 
 /** Parses `argv` (without the node binary and script). Pure: never prints or exits. */
 export function parseCommandLine(argv: readonly string[]): Command {
@@ -105,11 +158,12 @@ export function parseCommandLine(argv: readonly string[]): Command {
   if (values.version === true) return { kind: 'version' };
   const [name = 'serve', ...extra] = positionals;
   if (!isCommandName(name)) return usageError(`unknown command "${name}"`);
-  if (extra.length > 0) return usageError(`unexpected argument "${extra[0]}"`);
+  if (extra.length > 0 && (name === 'help' || !TAKES_ARGUMENTS.includes(name))) return usageError(`unexpected argument "${extra[0]}"`);
   if (name === 'help') return { kind: 'help' };
-  for (const [owner, names] of Object.entries(COMMAND_OPTIONS)) {
-    const stray = names.find((n) => values[n as keyof typeof values] !== undefined);
-    if (stray && owner !== name) return usageError(`--${stray} belongs to the ${owner} command`);
+  for (const [option, owners] of Object.entries(OPTION_COMMANDS)) {
+    if (values[option as keyof typeof values] !== undefined && !owners.includes(name)) {
+      return usageError(`--${option} belongs to the ${owners.join(', ')} command${owners.length > 1 ? 's' : ''}`);
+    }
   }
   const port = values.port === undefined ? undefined : parsePort(values.port);
   if (port === null) return usageError(`--port expects an integer from 0 to 65535, got "${values.port}"`);
@@ -119,7 +173,7 @@ export function parseCommandLine(argv: readonly string[]): Command {
     ...(values.offline === true ? { offline: true } : {}),
   };
   try {
-    return commandOf(name, options, values);
+    return commandOf(name, options, values, extra);
   } catch (err) {
     return usageError((err as Error).message);
   }
@@ -127,13 +181,12 @@ export function parseCommandLine(argv: readonly string[]): Command {
 
 type Values = ReturnType<typeof parseArgs<{ options: typeof OPTIONS; allowPositionals: true; strict: true }>>['values'];
 
-function commandOf(name: 'serve' | 'prune' | 'stats', options: GlobalOptions, values: Values): Command {
+function commandOf(name: CommandName, options: GlobalOptions, values: Values, args: readonly string[]): Command {
+  const json = values.json === true;
   switch (name) {
     case 'serve': {
       if (values.workers === undefined) return { kind: 'serve', options };
-      const workers = /^\d{1,3}$/.test(values.workers) ? Number(values.workers) : 0;
-      if (workers < 1 || workers > 256) throw new Error(`--workers expects an integer from 1 to 256, got "${values.workers}"`);
-      return { kind: 'serve', options, workers };
+      return { kind: 'serve', options, workers: parseCount(values.workers, '--workers') };
     }
     case 'prune':
       if (values['max-size'] === undefined && values['older-than'] === undefined) {
@@ -147,8 +200,57 @@ function commandOf(name: 'serve' | 'prune' | 'stats', options: GlobalOptions, va
         apply: values.apply === true,
       };
     case 'stats':
-      return { kind: 'stats', options, ...(values.url === undefined ? {} : { url: values.url }), json: values.json === true };
+      return { kind: 'stats', options, ...(values.url === undefined ? {} : { url: values.url }), json };
+    case 'warm':
+      return {
+        kind: 'warm',
+        options,
+        json,
+        request: {
+          refs: args,
+          ...(values.file === undefined ? {} : { file: values.file }),
+          ...(values.platform === undefined ? {} : { platforms: parsePlatforms(values.platform) }),
+          concurrency: values.concurrency === undefined ? DEFAULT_CONCURRENCY : parseCount(values.concurrency, '--concurrency'),
+          pin: values.pin === true,
+          ...(values.url === undefined ? {} : { url: values.url }),
+        },
+      };
+    case 'export':
+      if (values.output === undefined) throw new Error('export needs --output FILE (or - for stdout)');
+      return {
+        kind: 'export',
+        options,
+        json,
+        request: {
+          refs: args,
+          ...(values.file === undefined ? {} : { file: values.file }),
+          all: values.all === true,
+          ...(values.repository === undefined ? {} : { repository: values.repository }),
+          output: values.output,
+        },
+      };
+    case 'import': {
+      const [file, ...more] = args;
+      if (file === undefined || more.length > 0) throw new Error('import takes one bundle file (or - for stdin)');
+      return { kind: 'import', options, file, json };
+    }
   }
+}
+
+const DEFAULT_CONCURRENCY = 4;
+
+function parsePlatforms(text: string): PlatformFilter[] {
+  return text.split(',').map((item) => {
+    const platform = parsePlatform(item.trim());
+    if (!platform) throw new Error(`--platform expects os/architecture[/variant], comma separated, got "${item}"`);
+    return platform;
+  });
+}
+
+function parseCount(text: string, flag: string): number {
+  const n = /^\d{1,3}$/.test(text) ? Number(text) : 0;
+  if (n < 1 || n > 256) throw new Error(`${flag} expects an integer from 1 to 256, got "${text}"`);
+  return n;
 }
 
 function isCommandName(name: string): name is (typeof COMMANDS)[number] {

@@ -278,7 +278,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       const joined = await joinFlight(digest, spec, existing, 'cache');
       if (joined) return { ...joined, outcome: 'coalesced' };
     }
-    if (deps.config.offline) throw offlineMiss('BLOB_UNKNOWN', `blob ${digest}`);
+    if (deps.config.offline) throw offlineMiss(deps, 'BLOB_UNKNOWN', `blob ${digest}`);
     const current = flights.get(digest);
     if (current && current === existing) return { ...(await relayAlone(route, digest, spec)), outcome: 'miss' };
     const flight = current ?? startFill(route, digest);
@@ -300,7 +300,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       const fill = await flight?.fill.catch(() => undefined);
       if (fill?.sizeBytes !== undefined) return { digest, sizeBytes: fill.sizeBytes, outcome: 'coalesced' };
     }
-    if (deps.config.offline) throw offlineMiss('BLOB_UNKNOWN', `blob ${digest}`);
+    if (deps.config.offline) throw offlineMiss(deps, 'BLOB_UNKNOWN', `blob ${digest}`);
     // HEAD never starts a fill (LESSONS §16): ask the upstream, download nothing.
     const response = await upstream.request({
       method: 'HEAD',

@@ -43,7 +43,9 @@ export function isUpstreamFailure(err: unknown): boolean {
   return !(err instanceof RegistryError) || err.statusCode !== 404;
 }
 
-export function offlineMiss(code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: string): RegistryError {
+/** Counted, so operators see what to warm next. */
+export function offlineMiss(deps: Pick<MirrorDeps, 'metrics'>, code: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN', what: string): RegistryError {
+  deps.metrics.offlineMisses.inc({ kind: code === 'BLOB_UNKNOWN' ? 'blob' : 'manifest' });
   return new RegistryError(code, `${what} is not in the cache and the mirror is offline (it was not warmed or imported)`);
 }
 

@@ -98,7 +98,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
       const hit = await fromStore(digest, 'hit');
       if (hit) return hit;
     }
-    if (deps.config.offline) throw offlineMiss('MANIFEST_UNKNOWN', `manifest ${digest}`);
+    if (deps.config.offline) throw offlineMiss(deps, 'MANIFEST_UNKNOWN', `manifest ${digest}`);
     if (method === 'HEAD') return headUpstream(route, digest);
     const { promise, joined } = flights.run(`get ${route.upstream} ${digest}`, () => fetchManifest(route, digest, digest));
     const result = await promise;
@@ -171,7 +171,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
       if (served) return served;
       // Evicted (or damaged): the record goes, and the tag is resolved afresh below.
       await deps.records.removeTag(route.upstream, route.repository, tag).catch(() => undefined);
-      if (deps.config.offline) throw offlineMiss('MANIFEST_UNKNOWN', `${route.repository}:${tag}`);
+      if (deps.config.offline) throw offlineMiss(deps, 'MANIFEST_UNKNOWN', `${route.repository}:${tag}`);
       return lookupTag(route, tag, method, undefined, Number.POSITIVE_INFINITY);
     }
     return lookupTag(route, tag, method, record, ageMs);
@@ -185,7 +185,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
     ageMs: number,
   ): Promise<ManifestResult> {
     const { config } = upstreamFor(deps, route);
-    if (deps.config.offline) throw offlineMiss('MANIFEST_UNKNOWN', `${route.repository}:${tag}`);
+    if (deps.config.offline) throw offlineMiss(deps, 'MANIFEST_UNKNOWN', `${route.repository}:${tag}`);
     const { promise, joined } = flights.run(`${method} ${route.upstream} ${route.repository}:${tag}`, () =>
       resolveTag(route, tag, method, record),
     );

@@ -47,7 +47,7 @@ export function createMirror(deps: MirrorDeps): Mirror {
     },
     async passThrough(route, kind, path, query) {
       const work = (async (): Promise<PassThroughResult & { outcome: 'miss' }> => {
-        if (deps.config.offline) throw offlineMiss('MANIFEST_UNKNOWN', `${kind} of ${route.repository}`);
+        if (deps.config.offline) throw offlineMiss(deps, 'MANIFEST_UNKNOWN', `${kind} of ${route.repository}`);
         const { upstream } = upstreamFor(deps, route);
         const response = await upstream.request({
           method: 'GET',

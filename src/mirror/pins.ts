@@ -1,4 +1,6 @@
+import { createUpstreamTable } from '../config.js';
 import type { Digest } from '../oci/digest.js';
+import { parseImageRef, type ImageRef } from '../oci/image-ref.js';
 import { referencedDigests } from '../oci/manifest.js';
 import type { MirrorDeps } from './context.js';
 
@@ -6,12 +8,21 @@ import type { MirrorDeps } from './context.js';
 const MAX_DEPTH = 3;
 
 /**
- * Everything pinned images need, as the store has it now: the manifest a pinned tag
+ * Everything pinned images need (config `store.pins` and `warm --pin`), as the store has it now: the manifest a pinned tag
  * points to (its tag record) or the pinned digest, and all the content it references.
  */
 export async function pinnedDigests(deps: Pick<MirrorDeps, 'config' | 'records' | 'store'>): Promise<Set<Digest>> {
   const pinned = new Set<Digest>();
-  for (const pin of deps.config.store.pins) {
+  const table = createUpstreamTable(deps.config);
+  const warmed: ImageRef[] = [];
+  for (const text of await deps.records.readPins()) {
+    try {
+      warmed.push(parseImageRef(text, table));
+    } catch {
+      // An upstream since removed from the config: nothing of it can be served anyway.
+    }
+  }
+  for (const pin of [...deps.config.store.pins, ...warmed]) {
     const root =
       pin.reference.kind === 'digest'
         ? pin.reference.digest

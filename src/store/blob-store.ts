@@ -59,6 +59,16 @@ export interface BlobStore {
   discardTemp(temp: TempFile): Promise<void>;
   /** Hashes `body`, and stores it only when it is `digest`. */
   putVerified(digest: Digest, body: Buffer): Promise<void>;
+  /**
+   * Imports, all or nothing: `stageStream` consumes a stream into a closed, fsync'd temp
+   * file and keeps it only when size and digest match; `commitStaged` renames it into
+   * place; `discardStaged` drops it.
+   */
+  stageStream(digest: Digest, body: AsyncIterable<Buffer>, sizeBytes: number): Promise<string>;
+  commitStaged(path: string, digest: Digest): Promise<void>;
+  discardStaged(path: string): Promise<void>;
+  /** The raw bytes of a small stored blob (a manifest, whatever its sidecar says). */
+  readBlob(digest: Digest): Promise<Buffer | undefined>;
   readManifest(digest: Digest): Promise<StoredManifest | undefined>;
   findManifestType(digest: Digest): Promise<string | undefined>;
   putManifest(digest: Digest, mediaType: string, body: Buffer): Promise<void>;
@@ -165,6 +175,36 @@ export function createBlobStore(root: string, locks: StoreLocks = createStoreLoc
         throw err;
       }
     },
+    async stageStream(digest, body, sizeBytes) {
+      const temp = await createTempFile();
+      try {
+        const hash = createHash('sha256');
+        let written = 0;
+        for await (const chunk of body) {
+          hash.update(chunk);
+          await temp.handle.write(chunk);
+          written += chunk.length;
+        }
+        const actual = `sha256:${hash.digest('hex')}`;
+        if (written !== sizeBytes || actual !== digest) throw new DigestMismatchError(digest, actual);
+        await temp.handle.sync();
+        await temp.handle.close();
+        return temp.path;
+      } catch (err) {
+        await discardTemp(temp);
+        throw err;
+      }
+    },
+    async commitStaged(path, digest) {
+      const target = layout.blobPath(digest);
+      await mkdir(dirname(target), { recursive: true });
+      await rename(path, target);
+      await syncDir(dirname(target));
+    },
+    async discardStaged(path) {
+      await rm(path, { force: true });
+    },
+    readBlob: (digest) => readFile(layout.blobPath(digest)).catch(ifMissing(undefined)),
     async readManifest(digest) {
       const mediaType = await findType(layout, digest);
       if (mediaType === undefined) return undefined;

@@ -15,7 +15,9 @@ export interface TagRecord {
 export interface RepositoryRecords {
   readonly upstream: string;
   readonly repository: string;
+  /** Every digest its tags and links name. */
   readonly digests: ReadonlySet<Digest>;
+  readonly tags: ReadonlyMap<string, Digest>;
 }
 
 /** Per-repository facts: tag records and, for upstreams with credentials, confirmed digests. */
@@ -23,6 +25,9 @@ export interface Records {
   findTag(upstream: string, repository: string, tag: string): Promise<TagRecord | undefined>;
   putTag(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void>;
   removeTag(upstream: string, repository: string, tag: string): Promise<void>;
+  /** Image references pinned by `warm --pin` (pins.json), beside the config's `store.pins`. */
+  readPins(): Promise<string[]>;
+  addPins(refs: readonly string[]): Promise<void>;
   /** Every repository with records, and the digests its tags and links name. */
   listRepositories(): Promise<RepositoryRecords[]>;
   /** Removes every tag record `keep` rejects; answers how many went. */
@@ -70,17 +75,32 @@ export function createRecords(store: BlobStore): Records {
       tags.delete(path);
       await rm(path, { force: true });
     },
+    async readPins() {
+      const text = await readFile(join(layout.root, 'pins.json'), 'utf8').catch(ifMissing(undefined));
+      if (text === undefined) return [];
+      try {
+        const pins = JSON.parse(text) as unknown;
+        return Array.isArray(pins) ? pins.filter((p): p is string => typeof p === 'string') : [];
+      } catch {
+        return [];
+      }
+    },
+    async addPins(refs) {
+      const pins = new Set([...(await this.readPins()), ...refs]);
+      await store.writeAtomic(join(layout.root, 'pins.json'), JSON.stringify([...pins].sort(), null, 2));
+    },
     async listRepositories() {
-      const found = new Map<string, { upstream: string; repository: string; digests: Set<Digest> }>();
+      const found = new Map<string, { upstream: string; repository: string; digests: Set<Digest>; tags: Map<string, Digest> }>();
       for (const { path, upstream, repository, kind } of await recordFiles()) {
         const key = `${upstream}/${repository}`;
-        const entry = found.get(key) ?? { upstream, repository, digests: new Set<Digest>() };
+        const entry = found.get(key) ?? { upstream, repository, digests: new Set<Digest>(), tags: new Map<string, Digest>() };
         found.set(key, entry);
         const digest =
           kind === '_links'
             ? findDigest(`sha256:${basename(path)}`)
             : parseTagRecord(await readFile(path, 'utf8').catch(ifMissing(undefined)))?.digest;
         if (digest) entry.digests.add(digest);
+        if (digest && kind === '_tags') entry.tags.set(basename(path, '.json'), digest);
       }
       return [...found.values()];
     },

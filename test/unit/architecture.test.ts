@@ -33,6 +33,7 @@ const HOMES: Record<string, RegExp> = {
   'prom-client': /^metrics\.ts$/,
   pino: /^log\.ts$/,
   'proper-lockfile': /^store\/lock\.ts$/,
+  'tar-stream': /^bundle\/tar\.ts$/,
 };
 
 const FORBIDDEN: [RegExp, RegExp][] = [

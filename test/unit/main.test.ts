@@ -27,7 +27,14 @@ describe('parseCommandLine', () => {
   });
 
   it.each([
-    [['warm'], 'unknown command "warm"'],
+    [['mirror'], 'unknown command "mirror"'],
+    [['warm', '--platform', 'amd64'], '--platform expects os/architecture[/variant]'],
+    [['warm', '--concurrency', '0'], '--concurrency expects an integer from 1 to 256'],
+    [['export', 'alpine'], 'export needs --output FILE'],
+    [['import'], 'import takes one bundle file'],
+    [['import', 'a.tar', 'b.tar'], 'import takes one bundle file'],
+    [['serve', '--all'], '--all belongs to the export command'],
+    [['prune', '--max-size', '1', '--json'], '--json belongs to the stats, warm, export, import commands'],
     [['serve', 'extra'], 'unexpected argument "extra"'],
     [['help', 'serve'], 'unexpected argument "serve"'],
     [['--verbose'], "Unknown option '--verbose'"],
@@ -58,6 +65,32 @@ describe('USAGE', () => {
     expect(USAGE).toContain('./mirror.config.json');
     expect(USAGE).toMatch(/defaults/);
     expect(USAGE).toMatch(/Example:\n {2}oci-mirror serve/);
+  });
+
+  it('parses warm, export and import with their images, files and options', () => {
+    expect(parseCommandLine(['warm', 'alpine:3.20', 'ghcr.io/org/app:1', '--platform', 'linux/amd64,linux/arm64/v8', '--pin'])).toEqual({
+      kind: 'warm',
+      options: {},
+      json: false,
+      request: {
+        refs: ['alpine:3.20', 'ghcr.io/org/app:1'],
+        platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64', variant: 'v8' }],
+        concurrency: 4,
+        pin: true,
+      },
+    });
+    expect(parseCommandLine(['export', '--repository', 'docker.io/library/*', '-o', 'b.tar', '--json'])).toEqual({
+      kind: 'export',
+      options: {},
+      json: true,
+      request: { refs: [], all: false, repository: 'docker.io/library/*', output: 'b.tar' },
+    });
+    expect(parseCommandLine(['import', 'b.tar', '--config', 'm.json'])).toEqual({
+      kind: 'import',
+      options: { configFile: 'm.json' },
+      file: 'b.tar',
+      json: false,
+    });
   });
 
   it('parses serve --workers, prune and stats with their own options', () => {
@@ -94,6 +127,6 @@ describe('USAGE', () => {
 
   it('lists no command that does not exist yet', () => {
     const commands = /Commands:\n((?: {2}\S.*\n)+)/.exec(USAGE)?.[1] ?? '';
-    expect(commands.split('\n').filter(Boolean).map((line) => line.trim().split(/\s+/)[0])).toEqual(['serve', 'prune', 'stats', 'help']);
+    expect(commands.split('\n').filter(Boolean).map((line) => line.trim().split(/\s+/)[0])).toEqual(['serve', 'prune', 'stats', 'warm', 'export', 'import', 'help']);
   });
 });
