@@ -4,7 +4,7 @@ import { digestHex, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
 import { resolveRange, type ByteRange, type RangeSpec } from '../oci/range.js';
-import { closeBody, contentLength, ensureLinked, offlineMiss, upstreamFor, type MirrorDeps } from './context.js';
+import { closeBody, contentLength, ensureLinked, offlineMiss, rememberLink, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill, FillError } from './fill.js';
 import { RemoteFill } from './remote-fill.js';
 import { currentOwner, isDeadOwner, type Lease } from '../store/lock.js';
@@ -134,7 +134,8 @@ export function createBlobs(deps: MirrorDeps): Blobs {
   async function lead(route: Route, digest: Digest, lease: Lease): Promise<Fill | undefined> {
     try {
       if ((await store.statBlob(digest)) !== undefined) throw new Committed();
-      await store.writeFillRecord(digest, { owner });
+      // Records only speed up other processes; a full disk must not fail the pull over one.
+      await store.writeFillRecord(digest, { owner }).catch(() => undefined);
       const fill = await begin(route, digest, true);
       // Off the path to the first byte; the record is removed only after it is written.
       const recorded = fill.spoolPath
@@ -166,7 +167,12 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     const deadline = Date.now() + config.timeouts.connectMs + config.timeouts.headersMs + 10_000;
     const lockName = `fill-${digestHex(digest)}`;
     for (;;) {
-      const lease = await store.locks.tryLock(lockName);
+      const lease = await store.locks.tryLock(lockName).catch((err: unknown) => {
+        // No lock without a writable store: fetch for this process alone, relayed.
+        health.failed(err, 'lock');
+        return null;
+      });
+      if (lease === null) return begin(route, digest, false);
       if (lease) return lead(route, digest, lease);
       if ((await store.statBlob(digest)) !== undefined) return undefined;
       const record = await store.findFillRecord(digest);
@@ -221,7 +227,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
         index.touch(fill.digest, fill.writtenBytes);
         if (!remote) {
           health.succeeded();
-          void deps.records.putLink(flight.origin.upstream, flight.origin.repository, fill.digest).catch(() => undefined);
+          void rememberLink(deps, flight.origin, fill.digest);
         }
         if (index.overBudget()) void deps.maintain();
       },
@@ -313,7 +319,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     if (sizeBytes === undefined) {
       throw new RegistryError('UNAVAILABLE', 'upstream HEAD gave no Content-Length', { statusCode: 502 });
     }
-    if (upstream.hasCredentials) await deps.records.putLink(route.upstream, route.repository, digest);
+    if (upstream.hasCredentials) await rememberLink(deps, route, digest);
     return { digest, sizeBytes, outcome: 'miss' };
   }
 

@@ -92,5 +92,10 @@ export async function ensureLinked(
     notFound: kind === 'blobs' ? 'BLOB_UNKNOWN' : 'MANIFEST_UNKNOWN',
   });
   closeBody(response.body);
-  await deps.records.putLink(route.upstream, route.repository, digest);
+  await rememberLink(deps, route, digest);
+}
+
+/** Records that the upstream confirmed `digest` for the repository; a full disk only costs the record. */
+export async function rememberLink(deps: MirrorDeps, route: Route, digest: Digest): Promise<void> {
+  await deps.records.putLink(route.upstream, route.repository, digest).catch((err: unknown) => deps.health.failed(err, 'link'));
 }

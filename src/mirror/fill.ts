@@ -115,9 +115,10 @@ export class Fill implements Spool {
       return fill;
     }
     const temp = await options.store.createTempFile().catch((err: unknown) => {
-      closeBody(body);
-      throw err;
+      options.onWriteFailure?.(err);
+      return undefined;
     });
+    if (!temp) return Fill.begin({ ...options, spool: false }, body);
     let fill: Fill;
     try {
       fill = new Fill(options, await openRead(temp.path), temp.path);

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, open, rm, statfs } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, rm, statfs, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -24,9 +24,25 @@ describe('a full disk', () => {
   let upstream: FakeUpstream;
   let mirror: MirrorHandle;
 
-  async function mountStore(sizeMiB: number): Promise<string> {
-    await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m`, 'tmpfs', mountDir]);
+  async function mountStore(sizeMiB: number, inodes = 100_000): Promise<string> {
+    await run('mount', ['-t', 'tmpfs', '-o', `size=${sizeMiB}m,nr_inodes=${inodes}`, 'tmpfs', mountDir]);
     return join(mountDir, 'store');
+  }
+
+  /** Uses up every inode left: no file or directory can be created, not even a lock. */
+  async function exhaustInodes(): Promise<void> {
+    const dir = join(mountDir, 'inodes');
+    await mkdir(dir);
+    for (let i = 0; ; i++) {
+      const created = await writeFile(join(dir, String(i)), '').then(
+        () => true,
+        (err: NodeJS.ErrnoException) => {
+          if (err.code === 'ENOSPC') return false;
+          throw err;
+        },
+      );
+      if (!created) return;
+    }
   }
 
   /** Takes the store's file system until about `leaveBytes` are free (or none, if the mirror writes meanwhile). */
@@ -65,8 +81,8 @@ describe('a full disk', () => {
     await rm(mountDir, { recursive: true, force: true });
   });
 
-  async function start(sizeMiB: number): Promise<void> {
-    const storeDir = await mountStore(sizeMiB);
+  async function start(sizeMiB: number, inodes?: number): Promise<void> {
+    const storeDir = await mountStore(sizeMiB, inodes);
     mirror = await startMirror(
       {
         upstreams: { 'fake.test': { url: upstream.url } },
@@ -139,6 +155,23 @@ describe('a full disk', () => {
     expect(await tempFiles(mirror.storeDir)).toEqual([]);
     expect(await counter('fills', 'relayed')).toBe(1);
     expect(await counter('fills', 'committed')).toBe(0);
+    expect((await readyz()).body.status).toBe('degraded');
+  });
+
+  it('relays when not even a lock or a temp file can be created (no inodes left)', async () => {
+    await start(128, 500);
+    const body = randomBytes(2 * MiB);
+    const digest = digestOf(body);
+    upstream.setBlob(digest, (_req, res) => {
+      res.writeHead(200, { 'content-length': String(body.length) });
+      res.end(body);
+    });
+    await exhaustInodes();
+    const pulled = await fetchHashed(`${mirror.url}/v2/org/app/blobs/${digest}`);
+    expect(pulled.status).toBe(200);
+    expect(pulled.sha256).toBe(digest);
+    await mirror.runtime.mirror.drain();
+    expect(await mirror.runtime.store.statBlob(digest as never)).toBeUndefined();
     expect((await readyz()).body.status).toBe('degraded');
   });
 
