@@ -14,6 +14,8 @@ import type { Records } from '../store/records.js';
 export interface Maintenance {
   /** Runs a pass now (or joins the one running). */
   run(): Promise<EvictionReport | undefined>;
+  /** Waits for the pass running now, if any; starts none. */
+  idle(): Promise<void>;
   start(): void;
   /** Stops the timer, waits for a running pass, saves the snapshot. */
   close(): Promise<void>;
@@ -76,6 +78,9 @@ export function createMaintenance(deps: MaintenanceDeps): Maintenance {
 
   return {
     run,
+    async idle() {
+      await running;
+    },
     start() {
       timers = [
         setTimeout(() => void run(), FIRST_PASS_MS),
