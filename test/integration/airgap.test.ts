@@ -150,6 +150,30 @@ describe('warm, export, import, offline', () => {
     if (all) expect([...pulled.manifests].sort()).toEqual(image.manifests.map((m) => m.digest).sort());
   }
 
+  it('imports an oci-archive that skopeo wrote, filed under the full name it was given', async () => {
+    const archive = join(work, 'skopeo.tar');
+    const policy = join(work, 'policy-import.json');
+    await writeFile(policy, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
+    await run('skopeo', [
+      '--policy', policy, 'copy', '--preserve-digests', '--src-tls-verify=false',
+      `docker://${registry.url.replace('http://', '')}/library/alpine-synth:3.20`,
+      `oci-archive:${archive}:docker.io/library/alpine-synth:3.20`,
+    ]);
+    const store = join(work, 'from-skopeo');
+    const upstreams = { 'docker.io': { url: 'http://127.0.0.1:9', library: true } };
+    const config = await writeConfig('from-skopeo.json', { store: { path: store }, offline: true, upstreams });
+    const imported = await cli(['import', archive, '--config', config, '--json']);
+    expect(imported.code, imported.stdout + imported.stderr).toBe(0);
+    const report = JSON.parse(imported.stdout.trim().split('\n').at(-1)!) as { images: { name: string; digest: string }[] };
+    expect(report.images).toEqual([{ name: 'docker.io/library/alpine-synth:3.20', digest: single.topDigest }]);
+    const far = await startMirror({ upstreams, offline: true }, { storeDir: store });
+    try {
+      await expectPulled(far, 'library/alpine-synth:3.20', single, false);
+    } finally {
+      await far.stop();
+    }
+  });
+
   it('--platform fetches only the chosen platform of an index', async () => {
     const store = join(work, 'platform');
     const config = await writeConfig('platform.json', { store: { path: store }, upstreams: { 'ghcr.io': { url: proxy.url } }, defaultUpstream: 'ghcr.io' });
