@@ -104,6 +104,8 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
   let dirty = false;
   const inUse = new Map<string, number>();
   let running: Promise<EvictionReport> | undefined;
+  /** Entries put while a rescan runs: committed after it may have read their shard. */
+  let putDuringScan: Set<string> | undefined;
 
   function emptyLru(): LRUCache<string, Entry> {
     return new LRUCache<string, Entry>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 });
@@ -123,6 +125,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
     const previous = lru.get(hex);
     totalBytes += entry.sizeBytes - (previous?.sizeBytes ?? 0);
     lru.set(hex, entry);
+    putDuringScan?.add(hex);
   }
 
   function drop(hex: string): void {
@@ -163,17 +166,22 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
 
   /** Disk and memory merged: the disk says what exists, the later of the two says when it was used. */
   async function reconcile(): Promise<void> {
-    const scanStartedMs = now();
-    const disk = await scanBlobs(store.layout);
+    const added = new Set<string>();
+    putDuringScan = added;
+    const disk = await scanBlobs(store.layout).finally(() => {
+      putDuringScan = undefined;
+    });
     const merged: [string, Entry][] = [];
     for (const [hex, file] of disk) {
       const known = lru.peek(hex);
       const lastUsedMs = Math.max(known?.lastUsedMs ?? 0, Math.floor(file.mtimeMs));
       merged.push([hex, { sizeBytes: file.sizeBytes, lastUsedMs, touchedMs: known?.touchedMs ?? file.mtimeMs }]);
     }
-    // Entries added while the scan ran may have been committed after it read their shard.
+    // Entries put while the scan ran may have been committed after it read their shard
+    // (by identity, not by timestamp: a snapshot from a clock running ahead must not keep
+    // what is gone).
     for (const [hex, entry] of lru.entries()) {
-      if (!disk.has(hex) && entry.lastUsedMs >= scanStartedMs) merged.push([hex, entry]);
+      if (!disk.has(hex) && added.has(hex)) merged.push([hex, entry]);
     }
     rebuild(merged);
   }
@@ -216,10 +224,14 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
       const victims = chooseVictims(await protectedSet(), idleBefore, target());
       const byReason: Record<EvictionReason, number> = { size: 0, ttl: 0 };
       let removedBytes = 0;
+      let removed = 0;
       for (const [hex, entry, reason] of victims) {
+        // Taken into use since it was chosen: it stays.
+        if (!dryRun && inUse.has(hex)) continue;
         byReason[reason] += 1;
         removedBytes += entry.sizeBytes;
-        if (dryRun || inUse.has(hex)) continue;
+        removed += 1;
+        if (dryRun) continue;
         drop(hex);
         await store.removeBlob(digestFromHex(hex));
       }
@@ -228,7 +240,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
         changed();
         await saveSnapshot();
       }
-      return report(victims.length, removedBytes, byReason, dryRun, false);
+      return report(removed, removedBytes, byReason, dryRun, false);
     } finally {
       await lease.release();
     }
