@@ -1,13 +1,13 @@
 import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
-import { digestHex, type Digest } from '../oci/digest.js';
+import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
 import { resolveRange, type ByteRange, type RangeSpec } from '../oci/range.js';
 import { closeBody, contentLength, ensureLinked, offlineMiss, rememberLink, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill, FillError } from './fill.js';
+import { createFillStart, type Source } from './fill-start.js';
 import { RemoteFill } from './remote-fill.js';
-import { currentOwner, isDeadOwner, type Lease } from '../store/lock.js';
 import type { FillSource } from './fill-reader.js';
 
 export interface BlobResult {
@@ -37,11 +37,6 @@ export interface Blobs {
 
 const CACHE_READ_CHUNK = 1024 * 1024;
 /** Free space kept beyond a blob's size before it is spooled. */
-const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
-const FOLLOW_POLL_MS = 50;
-
-/** A download this process serves from: its own fill, or one another process writes. */
-type Source = Fill | RemoteFill;
 
 interface Flight {
   readonly origin: Route;
@@ -52,7 +47,8 @@ interface Flight {
 export function createBlobs(deps: MirrorDeps): Blobs {
   const flights = new Map<Digest, Flight>();
   const { metrics, log, store, index, health } = deps;
-  const owner = currentOwner();
+  const start = createFillStart(deps);
+  const { acquire, begin } = start;
 
   function countBytes(source: FillSource): (n: number) => void {
     return (n) => {
@@ -90,107 +86,6 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       count(stream.bytesRead);
     });
     return { digest, sizeBytes: blob.sizeBytes, range, body: stream };
-  }
-
-  /** Room for `sizeBytes` more on the disk, evicting if that makes it; false when not. */
-  async function hasRoom(sizeBytes: number | undefined): Promise<boolean> {
-    if (!health.writable()) return false;
-    const needed = (sizeBytes ?? 0) + DISK_RESERVE_BYTES;
-    let free = await store.freeBytes();
-    if (free >= needed) return true;
-    await index.prune({ targetBytes: Math.max(0, index.sizeBytes - (needed - free)), dryRun: false });
-    free = await store.freeBytes();
-    if (free >= needed) return true;
-    health.failed(Object.assign(new Error(`${free} bytes free, ${needed} needed`), { code: 'ENOSPC' }), 'blob');
-    return false;
-  }
-
-  async function begin(route: Route, digest: Digest, spool: boolean): Promise<Fill> {
-    const { upstream } = upstreamFor(deps, route);
-    const response = await upstream.request({
-      method: 'GET',
-      repository: route.repository,
-      path: `blobs/${digest}`,
-      notFound: 'BLOB_UNKNOWN',
-    });
-    const sizeBytes = contentLength(response.headers['content-length']);
-    return Fill.begin(
-      {
-        digest,
-        sizeBytes,
-        store,
-        spool: spool && (await hasRoom(sizeBytes).catch(() => false)),
-        onUpstreamBytes: (n) => metrics.upstreamBytes.inc({ upstream: route.upstream }, n),
-        onWriteFailure: (err) => {
-          health.failed(err, 'blob');
-          void store.removeFillRecord(digest).catch(() => undefined);
-        },
-      },
-      response.body,
-    );
-  }
-
-  /** Holding the fill lock: fetch, and tell other processes where the spool is. */
-  async function lead(route: Route, digest: Digest, lease: Lease): Promise<Fill | undefined> {
-    try {
-      if ((await store.statBlob(digest)) !== undefined) throw new Committed();
-      // Records only speed up other processes; a full disk must not fail the pull over one.
-      await store.writeFillRecord(digest, { owner }).catch(() => undefined);
-      const fill = await begin(route, digest, true);
-      // Off the path to the first byte; the record is removed only after it is written.
-      const recorded = fill.spoolPath
-        ? store.writeFillRecord(digest, { owner, spool: fill.spoolPath, ...sized(fill.sizeBytes) }).catch(() => undefined)
-        : Promise.resolve();
-      void fill.done
-        .catch(() => undefined)
-        .then(() => recorded)
-        .finally(() => letGo(digest, lease));
-      return fill;
-    } catch (err) {
-      await letGo(digest, lease);
-      if (err instanceof Committed) return undefined;
-      throw err;
-    }
-  }
-
-  async function letGo(digest: Digest, lease: Lease): Promise<void> {
-    await store.removeFillRecord(digest).catch(() => undefined);
-    await lease.release();
-  }
-
-  /**
-   * One fetch per digest across every process on this store: take the fill lock and
-   * lead, or follow the spool of the process that holds it.
-   */
-  async function acquire(route: Route, digest: Digest): Promise<Source | undefined> {
-    const { config } = upstreamFor(deps, route);
-    const deadline = Date.now() + config.timeouts.connectMs + config.timeouts.headersMs + 10_000;
-    const lockName = `fill-${digestHex(digest)}`;
-    for (;;) {
-      const lease = await store.locks.tryLock(lockName).catch((err: unknown) => {
-        // No lock without a writable store: fetch for this process alone, relayed.
-        health.failed(err, 'lock');
-        return null;
-      });
-      if (lease === null) return begin(route, digest, false);
-      if (lease) return lead(route, digest, lease);
-      if ((await store.statBlob(digest)) !== undefined) return undefined;
-      const record = await store.findFillRecord(digest);
-      if (record?.spool) {
-        const stallMs = config.timeouts.bodyMs + 5_000;
-        const remote = await RemoteFill.follow({ digest, sizeBytes: record.sizeBytes, store, stallMs }, record.spool);
-        if (remote) return remote;
-        continue;
-      }
-      if (record && isDeadOwner(record.owner)) {
-        await store.locks.breakLock(lockName);
-        continue;
-      }
-      if (Date.now() > deadline) {
-        throw new RegistryError('UNAVAILABLE', 'another process is fetching this blob and has not started', { statusCode: 503 });
-      }
-      await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
-    }
   }
 
   function startFill(route: Route, digest: Digest): Flight {
@@ -333,6 +228,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       while (flights.size > 0) {
         await Promise.allSettled([...flights.values()].map((f) => f.fill.then((fill) => fill?.done)));
       }
+      await start.idle();
     },
   };
 }
@@ -341,11 +237,4 @@ function unavailable(cause: Error | undefined): RegistryError {
   return new RegistryError('UNAVAILABLE', `fetching the blob from upstream failed: ${cause?.message ?? 'unknown'}`, {
     cause,
   });
-}
-
-/** Thrown inside `lead` when another process committed the blob first. */
-class Committed extends Error {}
-
-function sized(sizeBytes: number | undefined): { sizeBytes?: number } {
-  return sizeBytes === undefined ? {} : { sizeBytes };
 }
