@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian tools the integration and end-to-end tests run for real:
-# docker-registry (CNCF Distribution, the upstream) and skopeo (a real client).
+# docker-registry (CNCF Distribution, the upstream), skopeo and containerd (real clients).
 # Idempotent; a tool that is still missing afterwards is an error, never a skip.
 set -euo pipefail
 
 need=()
 command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
 command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
+command -v ctr >/dev/null 2>&1 || need+=(containerd)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "test tools present: docker-registry, skopeo"
+  echo "test tools present: docker-registry, skopeo, containerd"
   exit 0
 fi
 
@@ -27,7 +28,7 @@ echo "installing test tools with apt-get: ${need[*]}"
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 
-for tool in docker-registry skopeo; do
+for tool in docker-registry skopeo containerd ctr; do
   command -v "$tool" >/dev/null 2>&1 || { echo "$tool is still missing after apt-get" >&2; exit 1; }
 done
 echo "installed: ${need[*]}"

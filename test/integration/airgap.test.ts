@@ -11,6 +11,7 @@ import { startMirror, startMirrorProcess, type MirrorHandle } from '../support/m
 import { freePort } from '../support/ports.js';
 import { readDirImage, skopeoCopy } from '../support/skopeo.js';
 import { tempFiles } from '../support/store.js';
+import { startContainerd } from '../support/containerd.js';
 import { fetchHashed } from '../support/http.js';
 
 const run = promisify(execFile);
@@ -83,7 +84,7 @@ describe('warm, export, import, offline', () => {
     return path;
   }
 
-  it('round trip: warm 3 images, export, import with no upstream, pull each by tag and digest with skopeo', async () => {
+  it('round trip: warm 3 images, export, import with no upstream, pull each by tag and digest with skopeo and containerd', async () => {
     const warm = await cli(['warm', ...IMAGES, '--config', connectedConfig, '--json']);
     expect(warm.code, warm.stderr).toBe(0);
     const events = warm.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; ref?: string; images?: { ref: string; fetchedBytes: number }[] });
@@ -131,6 +132,7 @@ describe('warm, export, import, offline', () => {
       await expectPulled(far, 'ghcr.io/team/app:v1', multi, true);
       await expectPulled(far, `ghcr.io/team/app@${multi.topDigest}`, multi, true);
       await expectPulled(far, 'library/busybox-synth:latest', dockerList, true);
+      await expectContainerdPulled(far);
       const miss = await fetchHashed(`${far.url}/v2/library/never-warmed/manifests/1`, { keepBody: true });
       expect(miss.status).toBe(404);
       expect(miss.body?.toString()).toMatch(/MANIFEST_UNKNOWN.*offline/);
@@ -140,6 +142,32 @@ describe('warm, export, import, offline', () => {
       await far.stop();
     }
   });
+
+  /** containerd through hosts.toml (`?ns=` routing), by tag and by digest, every image. */
+  async function expectContainerdPulled(mirror: MirrorHandle): Promise<void> {
+    const containerd = await startContainerd();
+    try {
+      await containerd.mirrorRegistry('docker.io', mirror.host);
+      await containerd.mirrorRegistry('ghcr.io', mirror.host);
+      const refs: [string, Pushed][] = [
+        ['docker.io/library/alpine-synth:3.20', single],
+        [`docker.io/library/alpine-synth@${single.topDigest}`, single],
+        ['ghcr.io/team/app:v1', multi],
+        [`ghcr.io/team/app@${multi.topDigest}`, multi],
+        ['docker.io/library/busybox-synth:latest', dockerList],
+      ];
+      for (const [ref, image] of refs) {
+        await containerd.fetch(ref);
+        expect(await containerd.imageTarget(ref), ref).toBe(image.topDigest);
+        expect(await containerd.contentDigest(image.topDigest)).toBe(image.topDigest);
+        const amd64 = image.manifests.find((m) => m.platform?.architecture === 'amd64') ?? image.manifests[0]!;
+        expect(await containerd.contentDigest(amd64.digest)).toBe(amd64.digest);
+      }
+      for (const blob of [...single.blobs, ...dockerList.blobs]) expect(await containerd.contentDigest(blob.digest)).toBe(blob.digest);
+    } finally {
+      await containerd.stop();
+    }
+  }
 
   async function expectPulled(mirror: MirrorHandle, name: string, image: Pushed, all: boolean): Promise<void> {
     const dest = await mkdtemp(join(work, 'pulled-'));

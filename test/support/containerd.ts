@@ -1,0 +1,99 @@
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { terminate } from './process.js';
+
+const run = promisify(execFile);
+
+/**
+ * A private containerd (own root, state, socket; no CRI), as ../shared/CLIENTS.md runs
+ * it, with `ctr content fetch` pulling through a hosts.toml mirror. Synthetic layers are
+ * not real tar.gz, so content is fetched and re-hashed rather than unpacked.
+ */
+export interface Containerd {
+  /** certs.d/<registry>/hosts.toml sending `registry` to the mirror, falling back to a dead port. */
+  mirrorRegistry(registry: string, mirrorHost: string): Promise<void>;
+  /** Fetches `ref` (e.g. `docker.io/library/alpine:3.20`) through the hosts.toml mirrors. */
+  fetch(ref: string): Promise<void>;
+  /** sha256 of a piece of content containerd holds, as it reads it back. */
+  contentDigest(digest: string): Promise<string>;
+  /** The digest containerd recorded for an image. */
+  imageTarget(ref: string): Promise<string>;
+  stop(): Promise<void>;
+}
+
+export async function startContainerd(): Promise<Containerd> {
+  const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-containerd-'));
+  const sock = join(dir, 'containerd.sock');
+  const certs = join(dir, 'certs.d');
+  const config = join(dir, 'config.toml');
+  await writeFile(
+    config,
+    [
+      'version = 2',
+      `root = "${join(dir, 'root')}"`,
+      `state = "${join(dir, 'state')}"`,
+      'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]',
+      '[grpc]',
+      `  address = "${sock}"`,
+      '[plugins."io.containerd.internal.v1.opt"]',
+      `  path = "${join(dir, 'opt')}"`,
+      '',
+    ].join('\n'),
+  );
+  const child: ChildProcess = spawn('containerd', ['--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const keep = (chunk: Buffer): void => {
+    output = (output + chunk.toString()).slice(-16_384);
+  };
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const ctr = (...args: string[]) => run('ctr', ['-a', sock, '-n', 'test', ...args], { timeout: 120_000, maxBuffer: 1 << 26 });
+  await waitForSocket(() => ctr('version'), () => output);
+  return {
+    async mirrorRegistry(registry, mirrorHost) {
+      await mkdir(join(certs, registry), { recursive: true });
+      await writeFile(
+        join(certs, registry, 'hosts.toml'),
+        `server = "http://127.0.0.1:9"\n[host."http://${mirrorHost}"]\n  capabilities = ["pull", "resolve"]\n`,
+      );
+    },
+    async fetch(ref) {
+      await ctr('content', 'fetch', '--hosts-dir', certs, ref).catch((err: { stderr?: string }) => {
+        throw new Error(`ctr content fetch ${ref} failed: ${err.stderr ?? String(err)}`);
+      });
+    },
+    async contentDigest(digest) {
+      const { stdout } = await run('ctr', ['-a', sock, '-n', 'test', 'content', 'get', digest], {
+        encoding: 'buffer',
+        maxBuffer: 1 << 28,
+      });
+      return `sha256:${createHash('sha256').update(stdout).digest('hex')}`;
+    },
+    async imageTarget(ref) {
+      const { stdout } = await ctr('images', 'ls');
+      const line = stdout.split('\n').find((l) => l.startsWith(`${ref} `));
+      return /sha256:[a-f0-9]{64}/.exec(line ?? '')?.[0] ?? '';
+    },
+    async stop() {
+      await terminate(child);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+async function waitForSocket(probe: () => Promise<unknown>, output: () => string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    try {
+      await probe();
+      return;
+    } catch {
+      if (Date.now() > deadline) throw new Error(`containerd did not start: ${output().slice(-2000)}`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+  }
+}
