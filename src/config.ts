@@ -19,8 +19,17 @@ import {
   type Obj,
   type Reader,
 } from './config-reader.js';
+import {
+  CLIENT_AUTH_KEYS,
+  readClientAuth,
+  readRepositoryRules,
+  REPOSITORIES_KEYS,
+  type ClientAuthFile,
+  type RepositoriesFile,
+} from './config-access.js';
 import type { LogLevel } from './log.js';
 import { parseImageRef, type ImageRef } from './oci/image-ref.js';
+import { createRepositoryFilter } from './oci/repository-pattern.js';
 import type { UpstreamTable } from './oci/path.js';
 
 export type { Config } from './config-types.js';
@@ -37,6 +46,7 @@ export interface UpstreamPolicyFile {
   readonly freshFor: string;
   readonly maxStale: string;
   readonly timeouts: TimeoutsFile;
+  readonly minSpeed: string;
   readonly retries: number;
   readonly downFor: string;
   readonly maxConnections: number;
@@ -47,6 +57,8 @@ export interface UpstreamFile extends Partial<Omit<UpstreamPolicyFile, 'timeouts
   readonly aliases?: readonly string[];
   readonly library?: boolean;
   readonly auth?: { readonly username: string; readonly passwordEnv: string };
+  readonly repositories?: RepositoriesFile;
+  readonly allowLocalRedirects?: boolean;
   readonly timeouts?: Partial<TimeoutsFile>;
 }
 
@@ -59,6 +71,7 @@ export interface ConfigFile {
   readonly upstreamDefaults: UpstreamPolicyFile;
   readonly upstreams: Readonly<Record<string, UpstreamFile>>;
   readonly offline: boolean;
+  readonly clientAuth?: ClientAuthFile;
   readonly log: { readonly level: LogLevel };
 }
 
@@ -71,6 +84,7 @@ export const DEFAULT_CONFIG_FILE: ConfigFile = deepFreeze({
     freshFor: '5m',
     maxStale: '7d',
     timeouts: { connect: '5s', headers: '30s', body: '30s' },
+    minSpeed: '1KiB',
     retries: 2,
     downFor: '15s',
     maxConnections: 32,
@@ -86,18 +100,20 @@ export const DEFAULT_CONFIG_FILE: ConfigFile = deepFreeze({
   log: { level: 'info' },
 });
 
-const POLICY_KEYS = ['freshFor', 'maxStale', 'timeouts', 'retries', 'downFor', 'maxConnections'] as const;
+const POLICY_KEYS = ['freshFor', 'maxStale', 'timeouts', 'minSpeed', 'retries', 'downFor', 'maxConnections'] as const;
 
 /** Every key the file may hold, per object. The JSON Schema must list exactly these (a test checks). */
 export const CONFIG_FILE_KEYS = {
-  root: ['$schema', 'listen', 'store', 'defaultUpstream', 'upstreamDefaults', 'upstreams', 'offline', 'log'],
+  root: ['$schema', 'listen', 'store', 'defaultUpstream', 'upstreamDefaults', 'upstreams', 'offline', 'clientAuth', 'log'],
   listen: ['host', 'port', 'tls'],
   tls: ['certFile', 'keyFile'],
   store: ['path', 'maxSize', 'idleTtl', 'pins'],
   upstreamDefaults: POLICY_KEYS,
   timeouts: ['connect', 'headers', 'body'],
-  upstream: ['url', 'aliases', 'library', 'auth', ...POLICY_KEYS],
+  upstream: ['url', 'aliases', 'library', 'auth', 'repositories', 'allowLocalRedirects', ...POLICY_KEYS],
   auth: ['username', 'passwordEnv'],
+  repositories: REPOSITORIES_KEYS,
+  clientAuth: CLIENT_AUTH_KEYS,
   log: ['level'],
 } as const;
 
@@ -199,7 +215,7 @@ function deepMerge(base: unknown, value: unknown): unknown {
   ]);
 }
 
-type Policy = Omit<UpstreamConfig, 'name' | 'url' | 'aliases' | 'library' | 'credentials'>;
+type Policy = Omit<UpstreamConfig, 'name' | 'url' | 'aliases' | 'library' | 'credentials' | 'repositories' | 'allowLocalRedirects'>;
 
 /** Reads in file order, so problems are listed in the order a reader meets them. */
 function readConfig(rd: Reader, raw: unknown): Config {
@@ -216,9 +232,18 @@ function readConfig(rd: Reader, raw: unknown): Config {
     rd.report('defaultUpstream', `${JSON.stringify(defaultUpstream)} is not a key of upstreams (${known})`);
   }
   const offline = rd.boolean(root.offline, 'offline');
+  const clientAuth = root.clientAuth === undefined ? undefined : readClientAuth(rd, root.clientAuth);
   const log = rd.object(root.log, 'log', CONFIG_FILE_KEYS.log);
   const pins = readPins(rd, isPlainObject(root.store) ? root.store.pins : undefined, { upstreams, defaultUpstream });
-  return { listen, store: { ...store, pins }, defaultUpstream, upstreams, offline, log: { level: rd.oneOf(log.level, 'log.level', LOG_LEVELS) } };
+  return {
+    listen,
+    store: { ...store, pins },
+    defaultUpstream,
+    upstreams,
+    offline,
+    ...(clientAuth === undefined ? {} : { clientAuth }),
+    log: { level: rd.oneOf(log.level, 'log.level', LOG_LEVELS) },
+  };
 }
 
 function readListen(rd: Reader, raw: unknown): Config['listen'] {
@@ -269,6 +294,7 @@ function readPolicy(rd: Reader, o: Obj, path: string, base: Policy | undefined):
     freshForMs: pick('freshFor', (v, at) => rd.duration(v, at, 0), base?.freshForMs),
     maxStaleMs: pick('maxStale', (v, at) => rd.duration(v, at, 0), base?.maxStaleMs),
     timeouts: pick('timeouts', (v, at) => readTimeouts(rd, v, at, base?.timeouts), base?.timeouts),
+    minBytesPerSecond: pick('minSpeed', (v, at) => rd.size(v, at), base?.minBytesPerSecond),
     retries: pick('retries', (v, at) => rd.integer(v, at, 0, 100), base?.retries),
     downForMs: pick('downFor', (v, at) => rd.duration(v, at, 0), base?.downForMs),
     maxConnections: pick('maxConnections', (v, at) => rd.integer(v, at, 1, 65535), base?.maxConnections),
@@ -300,6 +326,8 @@ function readUpstream(rd: Reader, name: string, raw: unknown, path: string, defa
     return host;
   });
   const credentials = o.auth === undefined ? undefined : readAuth(rd, o.auth, joinPath(path, 'auth'));
+  const repositories = o.repositories === undefined ? undefined : readRepositoryRules(rd, o.repositories, joinPath(path, 'repositories'));
+  const allowLocalRedirects = o.allowLocalRedirects === undefined ? undefined : rd.boolean(o.allowLocalRedirects, joinPath(path, 'allowLocalRedirects'));
   return {
     name,
     url: rd.url(o.url, joinPath(path, 'url')),
@@ -307,6 +335,8 @@ function readUpstream(rd: Reader, name: string, raw: unknown, path: string, defa
     aliases: [...new Set(aliases.filter((alias) => alias !== name))],
     library: o.library === undefined ? false : rd.boolean(o.library, joinPath(path, 'library')),
     ...(credentials === undefined ? {} : { credentials }),
+    ...(repositories === undefined ? {} : { repositories }),
+    ...(allowLocalRedirects === undefined ? {} : { allowLocalRedirects }),
     ...readPolicy(rd, o, path, defaults),
   };
 }
@@ -349,16 +379,19 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
-/** Registry hosts (keys and aliases, case-folded) → upstream key. */
+/** Registry hosts (keys and aliases, case-folded) → upstream key; each upstream's repository rules. */
 export function createUpstreamTable(config: Pick<Config, 'upstreams' | 'defaultUpstream'>): UpstreamTable {
   const hosts = new Map<string, string>();
+  const filters = new Map<string, ReturnType<typeof createRepositoryFilter>>();
   for (const upstream of Object.values(config.upstreams)) {
     hosts.set(upstream.name.toLowerCase(), upstream.name);
     for (const alias of upstream.aliases) hosts.set(alias.toLowerCase(), upstream.name);
+    if (upstream.repositories) filters.set(upstream.name, createRepositoryFilter(upstream.repositories));
   }
   return {
     findUpstream: (host) => hosts.get(host),
     defaultUpstream: config.defaultUpstream,
     usesLibrary: (name) => config.upstreams[name]?.library ?? false,
+    allowsRepository: (name, repository) => filters.get(name)?.allows(repository) ?? true,
   };
 }

@@ -69,6 +69,8 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
     metrics,
     log,
     readiness: () => ({ ready: true, ...(health.degraded ? { degraded: health.degraded } : {}) }),
+    clientAuth: config.clientAuth,
+    upstreamsWithCredentials: Object.values(config.upstreams).filter((u) => u.credentials).map((u) => u.name),
     tls: config.listen.tls,
   });
   maintenance.start();

@@ -6,6 +6,9 @@ import type { Metrics } from '../metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { API_VERSION_HEADER } from './headers.js';
 import { registerOps, type Readiness } from './ops.js';
+import { answerClientError, answerFrameworkError, unrouted } from './protocol-errors.js';
+import { loadClientAuth, registerClientAuth, warnIfAnonymous } from './client-auth.js';
+import type { ClientAuthConfig } from '../config-types.js';
 import { registerRegistryRoutes } from './routes.js';
 
 /** The built HTTP app, for callers outside http/ (fastify lives here only). */
@@ -17,6 +20,10 @@ export interface AppDeps {
   readonly metrics: Metrics;
   readonly log: Logger;
   readonly readiness: () => Readiness;
+  /** Who may use the mirror; undefined: anyone (config `clientAuth`). */
+  readonly clientAuth: ClientAuthConfig | undefined;
+  /** Upstreams configured with credentials (a start-up warning when clients are anonymous). */
+  readonly upstreamsWithCredentials: readonly string[];
   /** PEM files to serve HTTPS from; plain HTTP when undefined. */
   readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
 }
@@ -44,6 +51,8 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     requestIdHeader: false,
     return503OnClosing: true,
     forceCloseConnections: 'idle',
+    clientErrorHandler: answerClientError,
+    frameworkErrors: answerFrameworkError,
   });
   app.decorateRequest('facts', null as unknown as RequestFacts);
   app.addHook('onRequest', (request, _reply, done) => {
@@ -55,9 +64,10 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     done();
   });
   app.setErrorHandler((err: FastifyError | RegistryError, request, reply) => sendError(err, request, reply, deps.log));
-  app.setNotFoundHandler((request, reply) =>
-    sendError(new RegistryError('NAME_UNKNOWN', 'not found', { statusCode: 404 }), request, reply, deps.log),
-  );
+  app.setNotFoundHandler((request, reply) => sendError(unrouted(request.method), request, reply, deps.log));
+  const auth = await loadClientAuth(deps.clientAuth);
+  warnIfAnonymous(auth, deps.upstreamsWithCredentials, deps.log);
+  registerClientAuth(app, auth);
   registerOps(app, deps);
   registerRegistryRoutes(app, deps);
   await app.ready();

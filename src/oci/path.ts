@@ -51,6 +51,8 @@ export interface UpstreamTable {
   readonly defaultUpstream: string;
   /** Upstreams whose one-component names live under `library/` (Docker Hub). */
   usesLibrary(upstream: string): boolean;
+  /** The upstream's repository allow/deny patterns; absent, every repository is mirrored. */
+  allowsRepository?(upstream: string, repository: string): boolean;
 }
 
 export interface Route {
@@ -88,6 +90,10 @@ export function routeName(rawName: string, ns: string | undefined, table: Upstre
   }
   parseName(name);
   if (table.usesLibrary(upstream) && !name.includes('/')) name = `library/${name}`;
+  if (table.allowsRepository && !table.allowsRepository(upstream, name)) {
+    // Refused before any cache or upstream lookup: a denied repository is not served from the store either.
+    throw new RegistryError('DENIED', `repository ${name} is not mirrored from ${upstream} here`);
+  }
   return { upstream, repository: name };
 }
 

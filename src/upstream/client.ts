@@ -9,6 +9,7 @@ import { createAuthenticator, createTokenCache } from './auth.js';
 import { createBreaker, type Breaker, type Outcome } from './breaker.js';
 import { isServerFailure, isUpstreamFailure, networkError, statusError } from './failure.js';
 import { followRedirects } from './redirect.js';
+import { guardSpeed } from './speed-guard.js';
 import { createTransport, discard, type Hop } from './transport.js';
 
 export { isUpstreamFailure, UpstreamError, type FailureReason } from './failure.js';
@@ -108,7 +109,8 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
     try {
       const hop = await withRetries(req);
       breaker.settle('reachable', probe);
-      return { status: hop.status, headers: hop.headers, body: hop.body, url: hop.url.href };
+      const body = guardSpeed(hop.body, { minBytesPerSecond: config.minBytesPerSecond, windowMs: bodyMs, now });
+      return { status: hop.status, headers: hop.headers, body, url: hop.url.href };
     } catch (err) {
       breaker.settle(outcomeOf(err, req.signal), probe);
       throw err;

@@ -1,6 +1,8 @@
 import { Agent, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config-types.js';
 import { statusClass, type Metrics } from '../metrics.js';
+import { UpstreamError } from './failure.js';
+import { isLocalHost, lookupWithoutLocal } from './local-address.js';
 
 /**
  * One HTTP round trip to an upstream (or its token realm, or a redirect target):
@@ -41,8 +43,10 @@ export function createTransport(
   deps: { readonly metrics: Metrics; readonly dispatcher?: Dispatcher | undefined },
 ): Transport {
   const { timeouts } = config;
+  const ownHost = new URL(config.url).hostname;
+  const allowLocal = config.allowLocalRedirects ?? isLocalHost(ownHost);
   // One keep-alive Agent per upstream; an injected dispatcher (tests) is not ours to close.
-  const dispatcher: Dispatcher = deps.dispatcher ?? createAgent(config);
+  const dispatcher: Dispatcher = deps.dispatcher ?? createAgent(config, allowLocal ? undefined : ownHost);
   const owned = deps.dispatcher ? undefined : dispatcher;
   const labels = (method: string, status: number) => ({
     upstream: config.name,
@@ -57,6 +61,11 @@ export function createTransport(
     signal?: AbortSignal,
     metricMethod: string = method,
   ): Promise<Hop> {
+    // Redirects and token realms lead anywhere the upstream says; not to this machine or
+    // its link-local neighbours (names are checked at connect time by the Agent's lookup).
+    if (!allowLocal && url.hostname !== ownHost && isLocalHost(url.hostname)) {
+      throw new UpstreamError('UNAVAILABLE', `upstream sent the mirror to a local address (${url.host}); refused`, 'invalid');
+    }
     const started = performance.now();
     const seconds = () => (performance.now() - started) / 1000;
     try {
@@ -87,10 +96,11 @@ export function createTransport(
   };
 }
 
-function createAgent(config: UpstreamConfig): Agent {
+/** `guardedHost`: dial local addresses only for this host (the upstream's own). */
+function createAgent(config: UpstreamConfig, guardedHost: string | undefined): Agent {
   return new Agent({
     connections: config.maxConnections,
-    connect: { timeout: config.timeouts.connectMs },
+    connect: { timeout: config.timeouts.connectMs, ...(guardedHost === undefined ? {} : { lookup: lookupWithoutLocal(guardedHost) }) },
     headersTimeout: config.timeouts.headersMs,
     bodyTimeout: config.timeouts.bodyMs,
   });

@@ -71,3 +71,60 @@ export function gatedBlob(body: Buffer, firstBytes: number): { handler: BlobHand
     started: startedPromise,
   };
 }
+
+/** Serves `body` whole, with its length (HEAD: headers only). */
+export function servedBlob(body: Buffer, headers: Record<string, string> = {}): BlobHandler {
+  return (req, res) => {
+    res.writeHead(200, { 'content-length': String(body.length), 'content-type': 'application/octet-stream', ...headers });
+    res.end(req.method === 'HEAD' ? undefined : body);
+  };
+}
+
+/** Announces `body`'s length, sends its first `bytes`, then resets the connection (RST). */
+export function resetAfter(body: Buffer, bytes: number): BlobHandler {
+  return (_req, res) => {
+    res.writeHead(200, { 'content-length': String(body.length) });
+    res.write(body.subarray(0, bytes), () => res.socket?.resetAndDestroy());
+  };
+}
+
+/** Announces `body`'s length, sends its first `bytes`, then closes the connection cleanly (FIN). */
+export function closeAfter(body: Buffer, bytes: number): BlobHandler {
+  return (_req, res) => {
+    res.writeHead(200, { 'content-length': String(body.length) });
+    res.write(body.subarray(0, bytes), () => res.socket?.end());
+  };
+}
+
+/** Sends `bytes` every `everyMs` for ever (until the client goes): a live connection that never finishes. */
+export function drip(body: Buffer, bytes: number, everyMs: number, headers: Record<string, string> = {}): BlobHandler {
+  return (_req, res) => {
+    res.writeHead(200, { 'content-length': String(body.length), ...headers });
+    let sent = 0;
+    const timer = setInterval(() => {
+      if (sent + bytes >= body.length) return;
+      res.write(body.subarray(sent, sent + bytes));
+      sent += bytes;
+    }, everyMs);
+    res.once('close', () => clearInterval(timer));
+  };
+}
+
+/** Reads the request and never answers (the connection stays open until the client gives up). */
+export const silent: BlobHandler = () => undefined;
+
+/** Answers `status` with an OCI error body and the given headers. */
+export function failWith(status: number, headers: Record<string, string> = {}): BlobHandler {
+  return (_req, res) => {
+    res.writeHead(status, { 'content-type': 'application/json', ...headers });
+    res.end('{"errors":[{"code":"UNKNOWN","message":"injected fault"}]}');
+  };
+}
+
+/** Redirects to `location` (resolved by the client against the request URL). */
+export function redirectTo(location: string, status = 302): BlobHandler {
+  return (_req, res) => {
+    res.writeHead(status, { location });
+    res.end();
+  };
+}

@@ -48,3 +48,30 @@ export const CLIENT_MANIFEST_ACCEPT = [
   'application/vnd.docker.distribution.manifest.v1+prettyjws',
   'application/json',
 ];
+
+/** How a request ended for the client: a whole response, or a transfer broken after (or before) its headers. */
+export type Outcome =
+  | { readonly kind: 'complete'; readonly status: number; readonly headers: Record<string, string>; readonly body: Buffer }
+  | { readonly kind: 'broken'; readonly status: number | undefined; readonly bytes: number; readonly error: unknown };
+
+/** GETs `url` and reads the whole body, telling a clean end from a broken one. */
+export async function fetchOutcome(url: string, headers: Record<string, string> = {}): Promise<Outcome> {
+  let status: number | undefined;
+  let bytes = 0;
+  try {
+    const response = await request(url, { headers });
+    status = response.statusCode;
+    const chunks: Buffer[] = [];
+    for await (const chunk of response.body as AsyncIterable<Buffer>) {
+      bytes += chunk.length;
+      chunks.push(chunk);
+    }
+    const flat: Record<string, string> = {};
+    for (const [name, value] of Object.entries(response.headers)) {
+      if (value !== undefined) flat[name] = Array.isArray(value) ? value.join(', ') : value;
+    }
+    return { kind: 'complete', status, headers: flat, body: Buffer.concat(chunks) };
+  } catch (error) {
+    return { kind: 'broken', status, bytes, error };
+  }
+}

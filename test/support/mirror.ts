@@ -14,6 +14,7 @@ export interface MirrorInput {
   readonly upstreamDefaults?: Record<string, unknown>;
   readonly offline?: boolean;
   readonly store?: Record<string, unknown>;
+  readonly clientAuth?: Record<string, unknown>;
 }
 
 export interface MirrorHandle {
@@ -33,6 +34,7 @@ function fileConfig(input: MirrorInput, storeDir: string, port: number, level = 
     upstreams: input.upstreams,
     ...(input.upstreamDefaults ? { upstreamDefaults: input.upstreamDefaults } : {}),
     ...(input.offline !== undefined ? { offline: input.offline } : {}),
+    ...(input.clientAuth ? { clientAuth: input.clientAuth } : {}),
   };
 }
 
@@ -67,6 +69,10 @@ export interface MirrorProcess {
   peakRssBytes(): Promise<number>;
   /** Everything the process wrote to stdout and stderr so far. */
   output(): string;
+  /** Resolves when the output so far contains `needle`; rejects after `timeoutMs` or if the process exits first. */
+  waitForOutput(needle: string, timeoutMs?: number): Promise<void>;
+  /** Settles with the exit code (null when killed by a signal) once the process has exited. */
+  readonly exited: Promise<number | null>;
   /** SIGKILL, as a crash or the OOM killer would: no clean-up runs. */
   kill(): Promise<void>;
   stop(): Promise<void>;
@@ -98,6 +104,7 @@ export async function startMirrorProcess(
   };
   child.stdout?.on('data', keep);
   child.stderr?.on('data', keep);
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
   const url = `http://127.0.0.1:${port}`;
   await waitForOutput(child, 'mirror listening');
   return {
@@ -111,6 +118,35 @@ export async function startMirrorProcess(
       return Number(kb ?? 0) * 1024;
     },
     output: () => output,
+    exited,
+    async waitForOutput(needle, timeoutMs = 10_000) {
+      let onData: (() => void) | undefined;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          new Promise<void>((resolve) => {
+            onData = () => {
+              if (output.includes(needle)) resolve();
+            };
+            onData();
+            child.stdout?.on('data', onData);
+            child.stderr?.on('data', onData);
+          }),
+          exited.then(() => {
+            if (!output.includes(needle)) throw new Error(`mirror exited before printing ${needle}`);
+          }),
+          new Promise<never>((_resolve, reject) => {
+            timer = setTimeout(() => reject(new Error(`mirror did not print ${needle} within ${timeoutMs} ms`)), timeoutMs);
+          }),
+        ]);
+      } finally {
+        clearTimeout(timer);
+        if (onData) {
+          child.stdout?.off('data', onData);
+          child.stderr?.off('data', onData);
+        }
+      }
+    },
     async kill() {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const exited = new Promise((resolve) => child.once('exit', resolve));

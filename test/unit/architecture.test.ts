@@ -34,6 +34,7 @@ const HOMES: Record<string, RegExp> = {
   pino: /^log\.ts$/,
   'proper-lockfile': /^store\/lock\.ts$/,
   'tar-stream': /^bundle\/tar\.ts$/,
+  bcryptjs: /^http\/client-auth\.ts$/,
 };
 
 const FORBIDDEN: [RegExp, RegExp][] = [

@@ -74,6 +74,8 @@ describe('mirror.config.schema.json', () => {
     expect(keysOf(upstream)).toEqual(sorted(CONFIG_FILE_KEYS.upstream));
     expect(keysOf(upstream && prop(upstream, 'auth'))).toEqual(sorted(CONFIG_FILE_KEYS.auth));
     expect(keysOf(prop(schema, 'log'))).toEqual(sorted(CONFIG_FILE_KEYS.log));
+    expect(keysOf(prop(schema, 'clientAuth'))).toEqual(sorted(CONFIG_FILE_KEYS.clientAuth));
+    expect(keysOf(upstream && prop(upstream, 'repositories'))).toEqual(sorted(CONFIG_FILE_KEYS.repositories));
   });
 
   it('documents a file that uses every key, and the parser accepts that file', () => {
@@ -82,25 +84,30 @@ describe('mirror.config.schema.json', () => {
       listen: { host: '127.0.0.1', port: 5000, tls: { certFile: 'cert.pem', keyFile: 'key.pem' } },
       store: { path: '/var/lib/oci-mirror', maxSize: '10GiB', idleTtl: '14d' },
       defaultUpstream: 'docker.io',
-      upstreamDefaults: { freshFor: '1m', maxStale: '1d', timeouts: { connect: '1s', headers: '10s', body: '10s' }, retries: 1, downFor: '5s', maxConnections: 8 },
+      upstreamDefaults: { freshFor: '1m', maxStale: '1d', timeouts: { connect: '1s', headers: '10s', body: '10s' }, minSpeed: '512B', retries: 1, downFor: '5s', maxConnections: 8 },
       upstreams: {
         'docker.io': {
           url: 'https://registry-1.docker.io',
           aliases: ['index.docker.io'],
           library: true,
           auth: { username: 'me', passwordEnv: 'DOCKERHUB_TOKEN' },
+          repositories: { allow: ['library/*', 'me/**'], deny: ['me/secret'] },
+          allowLocalRedirects: false,
           freshFor: '2m',
           maxStale: '2d',
           timeouts: { connect: '2s', headers: '20s', body: '20s' },
+          minSpeed: '2KiB',
           retries: 3,
           downFor: '10s',
           maxConnections: 16,
         },
       },
       offline: true,
+      clientAuth: { htpasswdFile: '/etc/oci-mirror/htpasswd', tokensEnv: 'MIRROR_TOKENS', metricsTokenEnv: 'METRICS_TOKEN', realm: 'mirror' },
       log: { level: 'warn' },
     };
-    expect(() => parseConfig(everyKey, { DOCKERHUB_TOKEN: 't' })).not.toThrow();
+    const env = { DOCKERHUB_TOKEN: 't', MIRROR_TOKENS: 'a-client-token-of-some-length', METRICS_TOKEN: 'a-metrics-token-of-some-length' };
+    expect(() => parseConfig(everyKey, env)).not.toThrow();
     const upstreamSample = everyKey.upstreams['docker.io'];
     expect(Object.keys(everyKey).sort()).toEqual(keysOf(schema));
     expect(Object.keys(upstreamSample).sort()).toEqual(keysOf(schema.$defs.upstream));

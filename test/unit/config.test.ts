@@ -25,6 +25,7 @@ const DEFAULT_POLICY = {
   freshForMs: 300_000,
   maxStaleMs: 7 * 86_400_000,
   timeouts: { connectMs: 5_000, headersMs: 30_000, bodyMs: 30_000 },
+  minBytesPerSecond: 1024,
   retries: 2,
   downForMs: 15_000,
   maxConnections: 32,

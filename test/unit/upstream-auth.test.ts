@@ -67,6 +67,7 @@ function config(url: string, credentials?: UpstreamCredentials): UpstreamConfig 
     retries: 0,
     downForMs: 0,
     maxConnections: 4,
+    minBytesPerSecond: 1,
   };
 }
 

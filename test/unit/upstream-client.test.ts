@@ -89,6 +89,7 @@ function upstreamFor(url: string, overrides: Partial<UpstreamConfig> = {}): Harn
     retries: 2,
     downForMs: 30_000,
     maxConnections: 16,
+    minBytesPerSecond: 1,
     ...overrides,
   };
   const metrics = createMetrics({ processMetrics: false });
