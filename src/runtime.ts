@@ -37,6 +37,54 @@ export interface RuntimeOptions {
 export async function createRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
   const { log } = options;
   const metrics = createMetrics({ processMetrics: options.processMetrics ?? true });
+  const { store, records, health, index } = await openCache(config, log, metrics);
+  const maintenance = createMaintenance({ config, store, index, records, log });
+  const upstreams = new Map<string, Upstream>(
+    Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log })]),
+  );
+  const mirror = createMirror({ config, store, records, upstreams, metrics, log, index, health, maintain: maintenance.run });
+  const closeUpstreams = (): Promise<unknown> => Promise.all([...upstreams.values()].map((u) => u.close()));
+  let app: App;
+  try {
+    app = await buildApp({
+      mirror,
+      table: createUpstreamTable(config),
+      metrics,
+      log,
+      readiness: () => ({ ready: true, ...(health.degraded ? { degraded: health.degraded } : {}) }),
+      clientAuth: config.clientAuth,
+      upstreamsWithCredentials: Object.values(config.upstreams).filter((u) => u.credentials).map((u) => u.name),
+      tls: config.listen.tls,
+    });
+  } catch (err) {
+    // A start that fails (a bad htpasswd or TLS file) leaves no lock or temp area behind.
+    await closeUpstreams();
+    await store.close();
+    throw err;
+  }
+  maintenance.start();
+  return {
+    config,
+    app,
+    mirror,
+    metrics,
+    store,
+    index,
+    records,
+    maintenance,
+    log,
+    async close() {
+      await app.close();
+      await mirror.drain();
+      await maintenance.close();
+      await closeUpstreams();
+      await store.close();
+    },
+  };
+}
+
+/** The store, its records and its index, loaded; the store is closed again if loading fails. */
+async function openCache(config: Config, log: Logger, metrics: Metrics) {
   const locks = createStoreLocks(config.store.path, {
     onLost: (name, err) => log.warn({ lock: name, err }, 'store lock lost to another process'),
   });
@@ -55,41 +103,13 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       metrics.storeEntries.set(totals.entries);
     },
   });
-  const startedMs = Date.now();
-  const loadedFrom = await index.load();
-  log.info({ from: loadedFrom, entries: index.entries, sizeBytes: index.sizeBytes, durationMs: Date.now() - startedMs }, 'store index loaded');
-  const maintenance = createMaintenance({ config, store, index, records, log });
-  const upstreams = new Map<string, Upstream>(
-    Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log })]),
-  );
-  const mirror = createMirror({ config, store, records, upstreams, metrics, log, index, health, maintain: maintenance.run });
-  const app = await buildApp({
-    mirror,
-    table: createUpstreamTable(config),
-    metrics,
-    log,
-    readiness: () => ({ ready: true, ...(health.degraded ? { degraded: health.degraded } : {}) }),
-    clientAuth: config.clientAuth,
-    upstreamsWithCredentials: Object.values(config.upstreams).filter((u) => u.credentials).map((u) => u.name),
-    tls: config.listen.tls,
-  });
-  maintenance.start();
-  return {
-    config,
-    app,
-    mirror,
-    metrics,
-    store,
-    index,
-    records,
-    maintenance,
-    log,
-    async close() {
-      await app.close();
-      await mirror.drain();
-      await maintenance.close();
-      await Promise.all([...upstreams.values()].map((u) => u.close()));
-      await store.close();
-    },
-  };
+  try {
+    const startedMs = Date.now();
+    const loadedFrom = await index.load();
+    log.info({ from: loadedFrom, entries: index.entries, sizeBytes: index.sizeBytes, durationMs: Date.now() - startedMs }, 'store index loaded');
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  return { store, records, health, index };
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -192,11 +192,15 @@ describe('client authentication', () => {
   it('refuses to start on an htpasswd file with a non-bcrypt entry, without printing it', async () => {
     const file = join(dir, 'htpasswd-md5');
     await writeFile(file, 'bob:$apr1$abcdefgh$0123456789abcdefghijkl\n');
+    const storeDir = join(dir, 'refused-store');
     const started = startMirror(
       { upstreams: { 'pub.test': { url: upstream.url } }, clientAuth: { htpasswdFile: file } },
-      { log: createLogger('silent') },
+      { log: createLogger('silent'), storeDir },
     );
     await expect(started).rejects.toThrow(/line 1: only bcrypt entries are accepted/);
     await expect(started).rejects.not.toThrow(/apr1/);
+    // The failed start let go of the store: no temp area, no lock left for others to wait out.
+    expect(await readdir(join(storeDir, 'tmp'))).toEqual(['fills']);
+    expect(await readdir(join(storeDir, 'locks'))).toEqual([]);
   });
 });
