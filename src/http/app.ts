@@ -1,3 +1,5 @@
+import { readFile } from 'node:fs/promises';
+import type { ServerOptions as TlsServerOptions } from 'node:https';
 import { fastify, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { RegistryError } from '../oci/errors.js';
 import type { UpstreamTable } from '../oci/path.js';
@@ -44,6 +46,10 @@ declare module 'fastify' {
 /** Builds the HTTP app; `listen()` is the serve command's business. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const app = fastify({
+    // HTTPS when configured, else plain HTTP; HTTP/1.1 either way, with fastify's
+    // keep-alive (72 s idle). Not HTTP/2: a failed blob transfer is signalled by
+    // destroying its socket, which under HTTP/2 would end every stream on the connection.
+    https: await readTls(deps.tls),
     // Access lines are ours (one per request, with cache facts); fastify's own are off.
     logger: false,
     exposeHeadRoutes: false,
@@ -59,8 +65,12 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     request.facts = {};
     done();
   });
+  // The access line is made of fixed scalar fields (never headers, errors or URLs with
+  // queries), so it skips pino's redaction, which cost more than the rest of the line:
+  // 12 → 4.7 µs a line, +30 % manifest hits/s once manifests are served from memory.
+  const accessLog = deps.log.child({}, { redact: { paths: [] } });
   app.addHook('onResponse', (request, reply, done) => {
-    logAccess(deps.log, request, reply);
+    logAccess(accessLog, request, reply);
     done();
   });
   app.setErrorHandler((err: FastifyError | RegistryError, request, reply) => sendError(err, request, reply, deps.log));
@@ -72,6 +82,17 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerRegistryRoutes(app, deps);
   await app.ready();
   return app;
+}
+
+/** The PEM pair, read once at start-up: a missing or unreadable file fails the start, not a request. */
+async function readTls(tls: AppDeps['tls']): Promise<TlsServerOptions | null> {
+  if (tls === undefined) return null;
+  const read = (path: string, key: string): Promise<Buffer> =>
+    readFile(path).catch((err: NodeJS.ErrnoException) => {
+      throw new Error(`listen.tls.${key}: cannot read ${path} (${err.code ?? err.message})`, { cause: err });
+    });
+  const [cert, key] = await Promise.all([read(tls.certFile, 'certFile'), read(tls.keyFile, 'keyFile')]);
+  return { cert, key };
 }
 
 function sendError(err: FastifyError | RegistryError, request: FastifyRequest, reply: FastifyReply, log: Logger): FastifyReply {
