@@ -1,4 +1,6 @@
 import { pipeline } from 'node:stream/promises';
+import type { ServerResponse } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../oci/errors.js';
@@ -150,12 +152,44 @@ function sendBlob(reply: FastifyReply, result: BlobResult, log: Logger): Fastify
   const res = reply.raw;
   res.writeHead(range ? 206 : 200, headers);
   res.flushHeaders();
-  pipeline(result.body, res).catch((err: unknown) => {
+  const sending = result.recycle ? writeRecycling(result.body, res, result.recycle) : pipeline(result.body, res);
+  sending.catch((err: unknown) => {
     if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
       log.warn({ err, digest: result.digest }, 'blob transfer broken');
     }
   });
   return reply;
+}
+
+/**
+ * pipeline() with one difference: each chunk is handed back (`recycle`) when the socket
+ * has taken it, so the reader can read the next one into the same memory. Backpressure
+ * as pipeline: wait for 'drain'. A failure on either side destroys both.
+ */
+async function writeRecycling(body: Readable, res: ServerResponse, recycle: (chunk: Buffer) => void): Promise<void> {
+  try {
+    for await (const chunk of body as AsyncIterable<Buffer>) {
+      if (res.destroyed) throw Object.assign(new Error('client went away'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+      if (!res.write(chunk, (err) => (err ? undefined : recycle(chunk)))) await drained(res);
+    }
+    res.end();
+  } catch (err) {
+    body.destroy();
+    res.destroy();
+    throw err;
+  }
+}
+
+function drained(res: ServerResponse): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function digestHeaders(digest: string): Record<string, string> {

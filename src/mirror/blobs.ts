@@ -1,4 +1,3 @@
-import { createReadStream } from 'node:fs';
 import { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
@@ -8,6 +7,7 @@ import { closeBody, contentLength, ensureLinked, offlineMiss, rememberLink, upst
 import { Fill, FillError } from './fill.js';
 import { createFillStart, type Source } from './fill-start.js';
 import { RemoteFill } from './remote-fill.js';
+import { StoreReader } from './store-reader.js';
 import type { FillSource } from './fill-reader.js';
 
 export interface BlobResult {
@@ -17,6 +17,8 @@ export interface BlobResult {
   /** Set when a Range was served (206). */
   readonly range: ByteRange | undefined;
   readonly body: Readable;
+  /** Hands a chunk of `body` back for reuse once it has left the process (cache hits). */
+  readonly recycle?: (chunk: Buffer) => void;
   readonly outcome: 'hit' | 'miss' | 'coalesced';
 }
 
@@ -35,7 +37,6 @@ export interface Blobs {
   drain(): Promise<void>;
 }
 
-const CACHE_READ_CHUNK = 1024 * 1024;
 /** Free space kept beyond a blob's size before it is spooled. */
 
 interface Flight {
@@ -73,19 +74,14 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       await blob.handle.close();
       return { digest, sizeBytes: 0, range, body: Readable.from([]) };
     }
-    const stream = createReadStream('', {
-      fd: blob.handle,
-      start: range?.start ?? 0,
-      end: range?.end ?? blob.sizeBytes - 1,
-      highWaterMark: CACHE_READ_CHUNK,
-    });
+    const stream = new StoreReader(blob.handle, range?.start ?? 0, range?.end ?? blob.sizeBytes - 1);
     const count = countBytes('cache');
     const release = index.use(digest);
     stream.on('close', () => {
       release();
       count(stream.bytesRead);
     });
-    return { digest, sizeBytes: blob.sizeBytes, range, body: stream };
+    return { digest, sizeBytes: blob.sizeBytes, range, body: stream, recycle: (chunk) => stream.recycle(chunk) };
   }
 
   function startFill(route: Route, digest: Digest): Flight {
