@@ -1,16 +1,43 @@
 #!/usr/bin/env bash
 # Installs the Debian tools the integration and end-to-end tests run for real:
-# docker-registry (CNCF Distribution, the upstream), skopeo and containerd (real clients).
+# docker-registry (CNCF Distribution, the upstream) and the real clients: skopeo,
+# containerd + ctr, podman, and dockerd with Debian's docker CLI (docker.io); plus what
+# the harness needs: socat and iproute2 (dockerd's network namespace), openssl (test CA),
+# mount (a small tmpfs for the disk-full tests) and script (a pseudo-terminal for warm).
 # Idempotent; a tool that is still missing afterwards is an error, never a skip.
 set -euo pipefail
 
+# tool (a command, or an absolute path) → the Debian package that provides it.
+# /usr/bin/docker is Debian's CLI: another docker earlier in PATH does not count.
+tools=(
+  docker-registry:docker-registry
+  skopeo:skopeo
+  containerd:containerd
+  ctr:containerd
+  podman:podman
+  dockerd:docker.io
+  /usr/bin/docker:docker.io
+  socat:socat
+  ip:iproute2
+  openssl:openssl
+  unshare:util-linux
+  nsenter:util-linux
+  mount:mount
+  script:bsdutils
+)
+
+have() {
+  if [[ $1 == /* ]]; then [ -x "$1" ]; else command -v "$1" >/dev/null 2>&1; fi
+}
+
 need=()
-command -v docker-registry >/dev/null 2>&1 || need+=(docker-registry)
-command -v skopeo >/dev/null 2>&1 || need+=(skopeo)
-command -v ctr >/dev/null 2>&1 || need+=(containerd)
+for entry in "${tools[@]}"; do
+  tool=${entry%%:*} package=${entry#*:}
+  if ! have "$tool" && [[ " ${need[*]} " != *" $package "* ]]; then need+=("$package"); fi
+done
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "test tools present: docker-registry, skopeo, containerd"
+  echo "test tools present: ${tools[*]%%:*}"
   exit 0
 fi
 
@@ -23,12 +50,19 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "installing test tools with apt-get: ${need[*]}"
-# Debian's policy-rc.d stops packages from starting system services; the tests start
-# their own registry on random loopback ports.
+# No package may start a system service (dockerd, containerd, the registry): the tests
+# start their own, privately, on loopback. Debian images ship a policy-rc.d that says
+# so; where there is none, one is in place for the install only.
+if [ ! -e /usr/sbin/policy-rc.d ]; then
+  printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null
+  "${sudo[@]}" chmod +x /usr/sbin/policy-rc.d
+  trap '"${sudo[@]}" rm -f /usr/sbin/policy-rc.d' EXIT
+fi
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 
-for tool in docker-registry skopeo containerd ctr; do
-  command -v "$tool" >/dev/null 2>&1 || { echo "$tool is still missing after apt-get" >&2; exit 1; }
+for entry in "${tools[@]}"; do
+  tool=${entry%%:*}
+  have "$tool" || { echo "$tool is still missing after apt-get" >&2; exit 1; }
 done
 echo "installed: ${need[*]}"

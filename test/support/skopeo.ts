@@ -1,7 +1,7 @@
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdtemp, readdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -12,7 +12,11 @@ const run = promisify(execFile);
  * `skopeo copy` as ../shared/CLIENTS.md runs it: accept-all policy, no registries.conf,
  * plain HTTP to loopback, `dir:` destination so Docker media types are kept.
  */
-export async function skopeoCopy(src: string, dest: string, options: { all?: boolean } = {}): Promise<{ stdout: string; stderr: string }> {
+export async function skopeoCopy(
+  src: string,
+  dest: string,
+  options: { all?: boolean; /** HTTPS, trusting the `ca.crt` in this directory. */ certDir?: string } = {},
+): Promise<{ stdout: string; stderr: string }> {
   const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-skopeo-conf-'));
   const policy = join(dir, 'policy.json');
   const registries = join(dir, 'registries.conf');
@@ -20,7 +24,8 @@ export async function skopeoCopy(src: string, dest: string, options: { all?: boo
   await writeFile(policy, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
   await writeFile(registries, '');
   await writeFile(auth, '{}');
-  const args = ['--policy', policy, 'copy', ...(options.all ? ['--all'] : []), '--preserve-digests', '--src-tls-verify=false', `docker://${src}`, `dir:${dest}`];
+  const tls = options.certDir ? ['--src-cert-dir', options.certDir, '--src-tls-verify=true'] : ['--src-tls-verify=false'];
+  const args = ['--policy', policy, 'copy', ...(options.all ? ['--all'] : []), '--preserve-digests', ...tls, `docker://${src}`, `dir:${dest}`];
   try {
     return await run('skopeo', args, {
       env: { ...process.env, CONTAINERS_REGISTRIES_CONF: registries, REGISTRY_AUTH_FILE: auth },
@@ -29,6 +34,8 @@ export async function skopeoCopy(src: string, dest: string, options: { all?: boo
   } catch (err) {
     const { stderr } = err as { stderr?: string };
     throw new Error(`skopeo copy ${src} failed: ${stderr ?? String(err)}`);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 }
 
