@@ -1,9 +1,10 @@
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { launchContainerd } from './clients/containerd.js';
 import { terminate } from './process.js';
 
 const run = promisify(execFile);
@@ -29,30 +30,8 @@ export async function startContainerd(): Promise<Containerd> {
   const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-containerd-'));
   const sock = join(dir, 'containerd.sock');
   const certs = join(dir, 'certs.d');
-  const config = join(dir, 'config.toml');
-  await writeFile(
-    config,
-    [
-      'version = 2',
-      `root = "${join(dir, 'root')}"`,
-      `state = "${join(dir, 'state')}"`,
-      'disabled_plugins = ["io.containerd.grpc.v1.cri", "io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.aufs"]',
-      '[grpc]',
-      `  address = "${sock}"`,
-      '[plugins."io.containerd.internal.v1.opt"]',
-      `  path = "${join(dir, 'opt')}"`,
-      '',
-    ].join('\n'),
-  );
-  const child: ChildProcess = spawn('containerd', ['--config', config], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  const keep = (chunk: Buffer): void => {
-    output = (output + chunk.toString()).slice(-16_384);
-  };
-  child.stdout?.on('data', keep);
-  child.stderr?.on('data', keep);
+  const { child } = await launchContainerd(dir, sock, 0);
   const ctr = (...args: string[]) => run('ctr', ['-a', sock, '-n', 'test', ...args], { timeout: 120_000, maxBuffer: 1 << 26 });
-  await waitForSocket(() => ctr('version'), () => output);
   return {
     async mirrorRegistry(registry, mirrorHost) {
       await mkdir(join(certs, registry), { recursive: true });
@@ -85,15 +64,3 @@ export async function startContainerd(): Promise<Containerd> {
   };
 }
 
-async function waitForSocket(probe: () => Promise<unknown>, output: () => string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    try {
-      await probe();
-      return;
-    } catch {
-      if (Date.now() > deadline) throw new Error(`containerd did not start: ${output().slice(-2000)}`);
-      await new Promise((resolve) => setTimeout(resolve, 100));
-    }
-  }
-}

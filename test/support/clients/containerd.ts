@@ -31,7 +31,7 @@ export async function startContainerdClient(layout: HostsLayout): Promise<PullCl
   const sock = join(dir, 'containerd.sock');
   const certs = join(dir, 'certs.d');
   let generation = 0;
-  let daemon = await launch(dir, sock, generation);
+  let daemon = await launchContainerd(dir, sock, generation);
   const ctr = async (...args: string[]): Promise<string> => {
     try {
       const { stdout } = await run('ctr', ['-a', sock, '-n', 'test', ...args], { timeout: 180_000, maxBuffer: 1 << 26 });
@@ -61,7 +61,7 @@ export async function startContainerdClient(layout: HostsLayout): Promise<PullCl
     async reset() {
       await terminate(daemon.child);
       generation += 1;
-      daemon = await launch(dir, sock, generation);
+      daemon = await launchContainerd(dir, sock, generation);
     },
     async stop() {
       await terminate(daemon.child);
@@ -123,7 +123,8 @@ function hostsToml(endpoint: Endpoint): string {
   ].join('\n');
 }
 
-async function launch(dir: string, sock: string, generation: number): Promise<{ child: ChildProcess }> {
+/** A private containerd in `dir` (generation `n` gets a fresh root), serving on `sock`; resolves once it booted. */
+export async function launchContainerd(dir: string, sock: string, generation: number): Promise<{ child: ChildProcess }> {
   const base = join(dir, `gen-${generation}`);
   await rm(join(dir, `gen-${generation - 1}`), { recursive: true, force: true });
   await mkdir(base, { recursive: true });
