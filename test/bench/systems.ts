@@ -1,11 +1,11 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
 import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { freePort } from '../support/ports.js';
+import { terminate } from '../support/process.js';
 import { processTree } from './proc.js';
 
 /**
@@ -83,16 +83,6 @@ async function waitReady(child: ChildProcess, url: string, errLog: string): Prom
   const log = await readFile(errLog, 'utf8').catch(() => '');
   child.kill('SIGKILL');
   throw new Error(`${child.spawnfile} did not answer ${url}: ${log.slice(-2000)}`);
-}
-
-/** SIGTERM, then SIGKILL after a bound; resolves once the process has exited. */
-async function terminate(child: ChildProcess, graceMs = 5_000): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = once(child, 'exit');
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-  await exited;
-  clearTimeout(timer);
 }
 
 /** The upstream, with Distribution's access log (stdout) kept: it is how upstream traffic is counted. */

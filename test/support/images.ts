@@ -107,7 +107,8 @@ export interface Pushed {
   readonly blobs: readonly { digest: string; size: number }[];
 }
 
-const TYPES = {
+/** Manifest, index, config and layer media types of OCI and Docker images. */
+export const TYPES = {
   oci: {
     manifest: 'application/vnd.oci.image.manifest.v1+json',
     index: 'application/vnd.oci.image.index.v1+json',

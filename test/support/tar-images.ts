@@ -1,6 +1,6 @@
 import { gzipSync } from 'node:zlib';
 import { pack } from 'tar-stream';
-import { pushBlob, pushManifest, seededBytes, sha256, type Platform } from './images.js';
+import { pushBlob, pushManifest, seededBytes, sha256, TYPES, type Platform } from './images.js';
 
 /**
  * Images that clients which unpack (dockerd, podman, containerd) accept: each layer is a
@@ -38,21 +38,6 @@ export interface PublishedImage {
   /** Every blob (layers and configs) of every platform, once each. */
   readonly blobDigests: readonly string[];
 }
-
-const TYPES = {
-  oci: {
-    manifest: 'application/vnd.oci.image.manifest.v1+json',
-    index: 'application/vnd.oci.image.index.v1+json',
-    config: 'application/vnd.oci.image.config.v1+json',
-    layer: 'application/vnd.oci.image.layer.v1.tar+gzip',
-  },
-  docker: {
-    manifest: 'application/vnd.docker.distribution.manifest.v2+json',
-    index: 'application/vnd.docker.distribution.manifest.list.v2+json',
-    config: 'application/vnd.docker.container.image.v1+json',
-    layer: 'application/vnd.docker.image.rootfs.diff.tar.gzip',
-  },
-} as const;
 
 /** A tar with one regular file `seed/<seed>.bin`, fixed owner and mtime, gzipped. */
 export async function tarLayer(layer: TarLayerSpec): Promise<{ tar: Buffer; gz: Buffer }> {
