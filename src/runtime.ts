@@ -4,7 +4,7 @@ import { buildApp, type App } from './http/app.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';
 import { createMirror, type Mirror } from './mirror/mirror.js';
-import { createBlobStore, type BlobStore } from './store/blob-store.js';
+import { createStore, type Store } from './store/store.js';
 import { createRecords, type Records } from './store/records.js';
 import { createCacheIndex, type CacheIndex } from './store/cache-index.js';
 import { createStoreLocks } from './store/lock.js';
@@ -19,7 +19,7 @@ export interface Runtime {
   readonly app: App;
   readonly mirror: Mirror;
   readonly metrics: Metrics;
-  readonly store: BlobStore;
+  readonly store: Store;
   readonly index: CacheIndex;
   readonly records: Records;
   readonly maintenance: Maintenance;
@@ -88,7 +88,7 @@ async function openCache(config: Config, log: Logger, metrics: Metrics) {
   const locks = createStoreLocks(config.store.path, {
     onLost: (name, err) => log.warn({ lock: name, err }, 'store lock lost to another process'),
   });
-  const store = createBlobStore(config.store.path, locks);
+  const store = createStore(config.store.path, locks);
   await store.init();
   const records = createRecords(store);
   const health = createStoreHealth({ log, metrics });

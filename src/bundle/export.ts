@@ -9,13 +9,13 @@ import type { Writable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ImageRef } from '../oci/image-ref.js';
 import { referencedDigests } from '../oci/manifest.js';
-import type { BlobStore } from '../store/blob-store.js';
+import type { Store } from '../store/store.js';
 import type { Records } from '../store/records.js';
 import { blobPath, layoutIndex, LAYOUT_FILE, LAYOUT_VERSION, INDEX_FILE, type BundleImage } from './layout.js';
 import { createTarWriter } from './tar.js';
 
 export interface ExportDeps {
-  readonly store: BlobStore;
+  readonly store: Store;
   readonly records: Records;
 }
 
@@ -60,7 +60,7 @@ export async function writeBundle(deps: ExportDeps, plan: ExportPlan, out: Writa
   const tar = createTarWriter(out);
   await tar.addBuffer(LAYOUT_FILE, Buffer.from(JSON.stringify({ imageLayoutVersion: LAYOUT_VERSION })));
   for (const [digest, sizeBytes] of plan.blobs) {
-    const blob = await deps.store.openBlob(digest);
+    const blob = await deps.store.blobs.open(digest);
     if (!blob || blob.sizeBytes !== sizeBytes) throw new Error(`${digest} left the store during the export; run it again`);
     const body = createReadStream('', { fd: blob.handle, highWaterMark: 1024 * 1024 });
     await tar.addStream(blobPath(digest), sizeBytes, body, onBytes);
@@ -102,9 +102,9 @@ export function globMatcher(pattern: string): (name: string) => boolean {
 }
 
 /** The image's manifests and blobs, all of which must be stored; index children only when present. */
-async function closure(store: BlobStore, top: Digest): Promise<{ mediaType: string; sizeBytes: number; content: Map<Digest, number> }> {
+async function closure(store: Store, top: Digest): Promise<{ mediaType: string; sizeBytes: number; content: Map<Digest, number> }> {
   const content = new Map<Digest, number>();
-  const manifest = await store.readManifest(top);
+  const manifest = await store.manifests.read(top);
   if (!manifest) throw new Error(`manifest ${top} is not in the cache`);
   content.set(top, manifest.body.length);
   const children = referencedDigests(manifest.body);
@@ -112,7 +112,7 @@ async function closure(store: BlobStore, top: Digest): Promise<{ mediaType: stri
   let platforms = 0;
   for (const child of children) {
     if (isIndex) {
-      const sub = await store.readManifest(child);
+      const sub = await store.manifests.read(child);
       if (!sub) continue;
       content.set(child, sub.body.length);
       await requireBlobs(store, referencedDigests(sub.body), content);
@@ -125,9 +125,9 @@ async function closure(store: BlobStore, top: Digest): Promise<{ mediaType: stri
   return { mediaType: manifest.mediaType, sizeBytes: manifest.body.length, content };
 }
 
-async function requireBlobs(store: BlobStore, digests: readonly Digest[], into: Map<Digest, number>): Promise<void> {
+async function requireBlobs(store: Store, digests: readonly Digest[], into: Map<Digest, number>): Promise<void> {
   for (const digest of digests) {
-    const size = await store.statBlob(digest);
+    const size = await store.blobs.stat(digest);
     if (size === undefined) throw new Error(`blob ${digest} is not in the cache (evicted, or never pulled): warm the image again`);
     into.set(digest, size);
   }

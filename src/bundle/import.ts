@@ -13,7 +13,8 @@ import { findDigest, type Digest } from '../oci/digest.js';
 import { parseImageRef } from '../oci/image-ref.js';
 import { manifestMediaType } from '../oci/media-types.js';
 import { referencedDigests } from '../oci/manifest.js';
-import { DigestMismatchError, type BlobStore } from '../store/blob-store.js';
+import { DigestMismatchError } from '../store/blobs.js';
+import type { Store } from '../store/store.js';
 import type { CacheIndex } from '../store/cache-index.js';
 import type { Records } from '../store/records.js';
 import { digestOfPath, INDEX_FILE, LAYOUT_FILE, readLayoutIndex, type BundleImage } from './layout.js';
@@ -21,7 +22,7 @@ import { readTar } from './tar.js';
 
 export interface ImportDeps {
   readonly config: Config;
-  readonly store: BlobStore;
+  readonly store: Store;
   readonly records: Records;
   readonly index: CacheIndex;
   readonly now?: () => number;
@@ -49,12 +50,12 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
       if (!entry.isFile) return;
       const digest = digestOfPath(entry.name);
       if (digest) {
-        if (staged.has(digest) || (await deps.store.statBlob(digest)) === entry.sizeBytes) {
+        if (staged.has(digest) || (await deps.store.blobs.stat(digest)) === entry.sizeBytes) {
           present.set(digest, entry.sizeBytes);
           for await (const chunk of entry.body) onBytes(chunk.length);
           return;
         }
-        const path = await deps.store.stageStream(digest, counted(entry.body, onBytes), entry.sizeBytes).catch((err: unknown) => {
+        const path = await deps.store.blobs.stage(digest, counted(entry.body, onBytes), entry.sizeBytes).catch((err: unknown) => {
           if (err instanceof DigestMismatchError) {
             throw new Error(`bundle entry ${entry.name} is corrupt: its content is ${err.actual}, not ${digest}`);
           }
@@ -76,7 +77,7 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
     const layout = readLayoutIndex(indexBody);
     let added = 0;
     for (const [digest, { path, sizeBytes }] of staged) {
-      await deps.store.commitStaged(path, digest);
+      await deps.store.blobs.commitStaged(path, digest);
       staged.delete(digest);
       deps.index.touch(digest, sizeBytes);
       added += 1;
@@ -94,7 +95,7 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
     }
     return { images, skipped, added, present: present.size, bytes };
   } finally {
-    for (const { path } of staged.values()) await deps.store.discardStaged(path).catch(() => undefined);
+    for (const { path } of staged.values()) await deps.store.blobs.discardStaged(path).catch(() => undefined);
   }
 }
 
@@ -103,14 +104,14 @@ async function register(deps: ImportDeps, image: BundleImage): Promise<void> {
   const ref = parseImageRef(image.name, createUpstreamTable(deps.config));
   const body = await manifestBody(deps.store, image.digest);
   const digests = [image.digest];
-  await deps.store.putManifest(image.digest, image.mediaType || manifestMediaType(body), body);
+  await deps.store.manifests.put(image.digest, image.mediaType || manifestMediaType(body), body);
   const doc = JSON.parse(body.toString('utf8')) as { manifests?: { digest?: string; mediaType?: string }[] };
   if (Array.isArray(doc.manifests)) {
     for (const child of doc.manifests) {
       const digest = findDigest(child.digest);
-      if (!digest || (await deps.store.statBlob(digest)) === undefined) continue;
+      if (!digest || (await deps.store.blobs.stat(digest)) === undefined) continue;
       const childBody = await manifestBody(deps.store, digest);
-      await deps.store.putManifest(digest, child.mediaType ?? manifestMediaType(childBody), childBody);
+      await deps.store.manifests.put(digest, child.mediaType ?? manifestMediaType(childBody), childBody);
       digests.push(digest, ...(await requirePresent(deps.store, referencedDigests(childBody))));
     }
   } else {
@@ -127,15 +128,15 @@ async function register(deps: ImportDeps, image: BundleImage): Promise<void> {
   }
 }
 
-async function manifestBody(store: BlobStore, digest: Digest): Promise<Buffer> {
-  const body = await store.readBlob(digest);
+async function manifestBody(store: Store, digest: Digest): Promise<Buffer> {
+  const body = await store.blobs.read(digest);
   if (!body) throw new Error(`the bundle lacks manifest ${digest}`);
   return body;
 }
 
-async function requirePresent(store: BlobStore, digests: readonly Digest[]): Promise<Digest[]> {
+async function requirePresent(store: Store, digests: readonly Digest[]): Promise<Digest[]> {
   for (const digest of digests) {
-    if ((await store.statBlob(digest)) === undefined) throw new Error(`the bundle lacks blob ${digest}`);
+    if ((await store.blobs.stat(digest)) === undefined) throw new Error(`the bundle lacks blob ${digest}`);
   }
   return [...digests];
 }

@@ -2,7 +2,7 @@ import type { Config } from '../config-types.js';
 import { formatBytes } from '../config-units.js';
 import { digestHex, type Digest } from '../oci/digest.js';
 import { referencedDigests } from '../oci/manifest.js';
-import { createBlobStore, type BlobStore } from '../store/blob-store.js';
+import { createStore, type Store } from '../store/store.js';
 import { createRecords } from '../store/records.js';
 import { scanBlobs } from '../store/scan.js';
 
@@ -35,7 +35,7 @@ const METRICS_TIMEOUT_MS = 3_000;
 
 /** Reads the store (read-only: the disk is scanned, nothing is written) and asks the mirror for its counters. */
 export async function collectStats(config: Config, url: string): Promise<StoreStats> {
-  const store = createBlobStore(config.store.path);
+  const store = createStore(config.store.path);
   const files = await scanBlobs(store.layout);
   let sizeBytes = 0;
   for (const file of files.values()) sizeBytes += file.sizeBytes;
@@ -49,12 +49,12 @@ export async function collectStats(config: Config, url: string): Promise<StoreSt
   };
 }
 
-async function repositorySizes(store: BlobStore, sizeOf: (d: Digest) => number | undefined): Promise<RepositoryStats[]> {
+async function repositorySizes(store: Store, sizeOf: (d: Digest) => number | undefined): Promise<RepositoryStats[]> {
   const reach = new Map<Digest, Digest[]>();
   async function reachable(digest: Digest, depth: number): Promise<Digest[]> {
     const known = reach.get(digest);
     if (known) return known;
-    const manifest = depth > 0 ? await store.readManifest(digest) : undefined;
+    const manifest = depth > 0 ? await store.manifests.read(digest) : undefined;
     const children = manifest ? referencedDigests(manifest.body) : [];
     const all = [digest, ...(await Promise.all(children.map((c) => reachable(c, depth - 1)))).flat()];
     reach.set(digest, all);

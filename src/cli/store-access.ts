@@ -1,12 +1,12 @@
 import type { Config } from '../config-types.js';
 import { pinnedDigests } from '../mirror/pins.js';
-import { createBlobStore, type BlobStore } from '../store/blob-store.js';
+import { createStore, type Store } from '../store/store.js';
 import { createCacheIndex, type CacheIndex } from '../store/cache-index.js';
 import { createRecords, type Records } from '../store/records.js';
 
 /** The store as the CLI commands see it: the same index, pins and locks as `serve`. */
 export interface StoreAccess {
-  readonly store: BlobStore;
+  readonly store: Store;
   readonly records: Records;
   readonly index: CacheIndex;
   readonly loadedFrom: 'snapshot' | 'scan';
@@ -14,7 +14,7 @@ export interface StoreAccess {
 }
 
 export async function openStore(config: Config): Promise<StoreAccess> {
-  const store = createBlobStore(config.store.path);
+  const store = createStore(config.store.path);
   await store.init();
   const records = createRecords(store);
   const index = createCacheIndex({

@@ -78,7 +78,7 @@ function storeSource(runtime: Runtime): WarmSource {
       return { digest: result.digest, mediaType: result.mediaType, body: result.body, cached: result.outcome !== 'miss' };
     },
     async fetchBlob(route, digest, onBytes) {
-      const stored = await runtime.store.statBlob(digest);
+      const stored = await runtime.store.blobs.stat(digest);
       if (stored !== undefined) {
         runtime.index.touch(digest, stored);
         return { cached: true };

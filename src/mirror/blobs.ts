@@ -59,7 +59,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
   }
 
   async function fromStore(digest: Digest, spec: RangeSpec | undefined): Promise<Omit<BlobResult, 'outcome'> | undefined> {
-    const blob = await store.openBlob(digest);
+    const blob = await store.blobs.open(digest);
     if (!blob) return undefined;
     let range: ByteRange | undefined;
     try {
@@ -162,7 +162,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
 
   async function getBlob(route: Route, digest: Digest, spec: RangeSpec | undefined): Promise<BlobResult> {
     const { upstream } = upstreamFor(deps, route);
-    const known = (await deps.store.statBlob(digest)) !== undefined || flights.has(digest);
+    const known = (await deps.store.blobs.stat(digest)) !== undefined || flights.has(digest);
     if (known) {
       const flight = flights.get(digest);
       const sameOrigin = flight && flight.origin.upstream === route.upstream && flight.origin.repository === route.repository;
@@ -186,7 +186,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
 
   async function headBlob(route: Route, digest: Digest): Promise<BlobHead> {
     const { upstream } = upstreamFor(deps, route);
-    const stored = await deps.store.statBlob(digest);
+    const stored = await deps.store.blobs.stat(digest);
     const flight = flights.get(digest);
     if (stored !== undefined || flight) {
       if (upstream.hasCredentials) await ensureLinked(deps, route, digest, 'blobs');

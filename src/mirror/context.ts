@@ -5,7 +5,7 @@ import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
-import type { BlobStore } from '../store/blob-store.js';
+import type { Store } from '../store/store.js';
 import type { CacheIndex } from '../store/cache-index.js';
 import type { StoreHealth } from './store-health.js';
 import type { Records } from '../store/records.js';
@@ -14,7 +14,7 @@ import type { Upstream } from '../upstream/client.js';
 /** What the mirror's parts share: the store, the upstreams, and how to observe. */
 export interface MirrorDeps {
   readonly config: Config;
-  readonly store: BlobStore;
+  readonly store: Store;
   readonly records: Records;
   readonly upstreams: ReadonlyMap<string, Upstream>;
   readonly metrics: Metrics;

@@ -4,9 +4,10 @@
  * the spool of the process holding the lock, or find the blob committed meanwhile.
  * Without a writable store (no lock, no room) the blob is relayed for this process alone.
  */
-import { digestHex, type Digest } from '../oci/digest.js';
+import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
+import { lockNames } from '../store/layout.js';
 import { currentOwner, isDeadOwner, type Lease } from '../store/lock.js';
 import { contentLength, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill } from './fill.js';
@@ -37,10 +38,10 @@ export function createFillStart(deps: MirrorDeps): FillStart {
   async function hasRoom(sizeBytes: number | undefined): Promise<boolean> {
     if (!health.writable()) return false;
     const needed = (sizeBytes ?? 0) + DISK_RESERVE_BYTES;
-    let free = await store.freeBytes();
+    let free = await store.blobs.freeBytes();
     if (free >= needed) return true;
     await index.prune({ targetBytes: Math.max(0, index.sizeBytes - (needed - free)), dryRun: false });
-    free = await store.freeBytes();
+    free = await store.blobs.freeBytes();
     if (free >= needed) return true;
     health.failed(Object.assign(new Error(`${free} bytes free, ${needed} needed`), { code: 'ENOSPC' }), 'blob');
     return false;
@@ -64,7 +65,7 @@ export function createFillStart(deps: MirrorDeps): FillStart {
         onUpstreamBytes: (n) => metrics.upstreamBytes.inc({ upstream: route.upstream }, n),
         onWriteFailure: (err) => {
           health.failed(err, 'blob');
-          void store.removeFillRecord(digest).catch(() => undefined);
+          void store.fills.remove(digest).catch(() => undefined);
         },
       },
       response.body,
@@ -74,13 +75,13 @@ export function createFillStart(deps: MirrorDeps): FillStart {
   /** Holding the fill lock: fetch, and tell other processes where the spool is. */
   async function lead(route: Route, digest: Digest, lease: Lease): Promise<Fill | undefined> {
     try {
-      if ((await store.statBlob(digest)) !== undefined) throw new Committed();
+      if ((await store.blobs.stat(digest)) !== undefined) throw new Committed();
       // Records only speed up other processes; a full disk must not fail the pull over one.
-      await store.writeFillRecord(digest, { owner }).catch(() => undefined);
+      await store.fills.write(digest, { owner }).catch(() => undefined);
       const fill = await begin(route, digest, true);
       // Off the path to the first byte; the record is removed only after it is written.
       const recorded = fill.spoolPath
-        ? store.writeFillRecord(digest, { owner, spool: fill.spoolPath, ...sized(fill.sizeBytes) }).catch(() => undefined)
+        ? store.fills.write(digest, { owner, spool: fill.spoolPath, ...sized(fill.sizeBytes) }).catch(() => undefined)
         : Promise.resolve();
       const over = fill.done
         .catch(() => undefined)
@@ -97,7 +98,7 @@ export function createFillStart(deps: MirrorDeps): FillStart {
   }
 
   async function letGo(digest: Digest, lease: Lease): Promise<void> {
-    await store.removeFillRecord(digest).catch(() => undefined);
+    await store.fills.remove(digest).catch(() => undefined);
     await lease.release();
   }
 
@@ -108,7 +109,7 @@ export function createFillStart(deps: MirrorDeps): FillStart {
   async function acquire(route: Route, digest: Digest): Promise<Source | undefined> {
     const { config } = upstreamFor(deps, route);
     const deadline = Date.now() + config.timeouts.connectMs + config.timeouts.headersMs + 10_000;
-    const lockName = `fill-${digestHex(digest)}`;
+    const lockName = lockNames.fill(digest);
     for (;;) {
       const lease = await store.locks.tryLock(lockName).catch((err: unknown) => {
         // No lock without a writable store: fetch for this process alone, relayed.
@@ -117,8 +118,8 @@ export function createFillStart(deps: MirrorDeps): FillStart {
       });
       if (lease === null) return begin(route, digest, false);
       if (lease) return lead(route, digest, lease);
-      if ((await store.statBlob(digest)) !== undefined) return undefined;
-      const record = await store.findFillRecord(digest);
+      if ((await store.blobs.stat(digest)) !== undefined) return undefined;
+      const record = await store.fills.find(digest);
       if (record?.spool) {
         const stallMs = config.timeouts.bodyMs + 5_000;
         const remote = await RemoteFill.follow({ digest, sizeBytes: record.sizeBytes, store, stallMs }, record.spool);

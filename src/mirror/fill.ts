@@ -32,7 +32,8 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Digest } from '../oci/digest.js';
 import { closeBody } from './context.js';
 import { createSignal } from './signal.js';
-import type { BlobStore, TempFile } from '../store/blob-store.js';
+import type { TempFile } from '../store/blobs.js';
+import type { Store } from '../store/store.js';
 import { FillReader, type FillSource, type Spool } from './fill-reader.js';
 import type { ByteRange } from '../oci/range.js';
 
@@ -57,7 +58,7 @@ export interface FillOptions {
   readonly digest: Digest;
   /** From the upstream's Content-Length; undefined when it sent none. */
   readonly sizeBytes: number | undefined;
-  readonly store: BlobStore;
+  readonly store: Store;
   /** False: the store is known to be unwritable, relay from the first byte. */
   readonly spool?: boolean;
   readonly onUpstreamBytes?: (bytes: number) => void;
@@ -114,7 +115,7 @@ export class Fill implements Spool {
       void fill.#pump(body, undefined);
       return fill;
     }
-    const temp = await options.store.createTempFile().catch((err: unknown) => {
+    const temp = await options.store.blobs.createTemp().catch((err: unknown) => {
       options.onWriteFailure?.(err);
       return undefined;
     });
@@ -124,7 +125,7 @@ export class Fill implements Spool {
       fill = new Fill(options, await openRead(temp.path), temp.path);
     } catch (err) {
       closeBody(body);
-      await options.store.discardTemp(temp);
+      await options.store.blobs.discardTemp(temp);
       throw err;
     }
     void fill.#pump(body, temp);
@@ -225,7 +226,7 @@ export class Fill implements Spool {
       this.#settle.resolve(this.#state === 'committed' ? 'committed' : 'relayed');
     } catch (err) {
       closeBody(body);
-      if (spool) await this.#options.store.discardTemp(spool).catch(() => undefined);
+      if (spool) await this.#options.store.blobs.discardTemp(spool).catch(() => undefined);
       this.#error = err instanceof FillError ? err : new FillError(errorMessage(err), 'upstream', { cause: err });
       this.#state = 'failed';
       this.#settle.reject(this.#error);
@@ -249,11 +250,11 @@ export class Fill implements Spool {
   /** Stored, or false when the store refused it (the verified bytes are still served). */
   async #commit(spool: TempFile): Promise<boolean> {
     try {
-      await this.#options.store.commitTemp(spool, this.digest);
+      await this.#options.store.blobs.commitTemp(spool, this.digest);
       return true;
     } catch (err) {
       this.#options.onWriteFailure?.(err);
-      await this.#options.store.discardTemp(spool).catch(() => undefined);
+      await this.#options.store.blobs.discardTemp(spool).catch(() => undefined);
       return false;
     }
   }
@@ -323,7 +324,7 @@ export class Fill implements Spool {
       void this.#readHandle?.close().catch(() => undefined);
       const spool = this.#discardAfterReaders;
       this.#discardAfterReaders = undefined;
-      if (spool) void this.#options.store.discardTemp(spool).catch(() => undefined);
+      if (spool) void this.#options.store.blobs.discardTemp(spool).catch(() => undefined);
     }
   }
 

@@ -7,7 +7,7 @@
  */
 import type { Logger } from '../log.js';
 import type { Config } from '../config-types.js';
-import type { BlobStore } from '../store/blob-store.js';
+import type { Store } from '../store/store.js';
 import type { CacheIndex, EvictionReport } from '../store/cache-index.js';
 import type { Records } from '../store/records.js';
 
@@ -23,7 +23,7 @@ export interface Maintenance {
 
 export interface MaintenanceDeps {
   readonly config: Config;
-  readonly store: BlobStore;
+  readonly store: Store;
   readonly index: CacheIndex;
   readonly records: Records;
   readonly log: Logger;

@@ -4,7 +4,7 @@ import { RegistryError } from '../oci/errors.js';
 import { MANIFEST_ACCEPT, manifestMediaType } from '../oci/media-types.js';
 import type { Route } from '../oci/path.js';
 import type { Reference } from '../oci/reference.js';
-import { sha256Digest } from '../store/blob-store.js';
+import { sha256Digest } from '../store/blobs.js';
 import { referencedDigests } from '../oci/manifest.js';
 import type { TagRecord } from '../store/records.js';
 import type { UpstreamResponse } from '../upstream/client.js';
@@ -69,7 +69,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
     const digest = claimed ?? (actual as Digest);
     const mediaType = manifestMediaType(body, contentType(response));
     await storing('manifest', async () => {
-      await deps.store.putManifest(digest, mediaType, body);
+      await deps.store.manifests.put(digest, mediaType, body);
       deps.index.touch(digest, body.length);
       await deps.records.putLink(route.upstream, route.repository, digest);
     });
@@ -77,13 +77,13 @@ export function createManifests(deps: MirrorDeps): Manifests {
   }
 
   async function fromStore(digest: Digest, outcome: ManifestResult['outcome']): Promise<ManifestResult | undefined> {
-    const stored = await deps.store.readManifest(digest);
+    const stored = await deps.store.manifests.read(digest);
     if (!stored) return undefined;
     // Manifests are small: verify on every read, so a damaged file is refetched, never served.
     if (sha256Digest(stored.body) !== digest) {
       deps.metrics.evictions.inc({ reason: 'damaged' });
       deps.index.forget(digest);
-      await deps.store.removeBlob(digest);
+      await deps.store.blobs.remove(digest);
       return undefined;
     }
     // An image ages as one: serving its manifest keeps what it references fresh too.
@@ -93,7 +93,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
   }
 
   async function byDigest(route: Route, digest: Digest, method: 'GET' | 'HEAD'): Promise<ManifestResult> {
-    if ((await deps.store.findManifestType(digest)) !== undefined) {
+    if ((await deps.store.manifests.findType(digest)) !== undefined) {
       await ensureLinked(deps, route, digest, 'manifests');
       const hit = await fromStore(digest, 'hit');
       if (hit) return hit;
@@ -145,7 +145,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
   /** What a record points to, when the store still has it (never a 200 for evicted content). */
   async function fromRecord(record: TagRecord, method: 'GET' | 'HEAD', outcome: ManifestResult['outcome']) {
     if (method === 'HEAD') {
-      if ((await deps.store.findManifestType(record.digest)) === undefined) return undefined;
+      if ((await deps.store.manifests.findType(record.digest)) === undefined) return undefined;
       deps.index.touch(record.digest);
       return { digest: record.digest, mediaType: record.mediaType, sizeBytes: record.sizeBytes, body: undefined, outcome };
     }

@@ -36,7 +36,7 @@ async function collect(deps: Pick<MirrorDeps, 'store'>, digest: Digest, into: Se
   if (into.has(digest)) return;
   into.add(digest);
   if (depth === 0) return;
-  const manifest = await deps.store.readManifest(digest);
+  const manifest = await deps.store.manifests.read(digest);
   if (!manifest) return;
   for (const child of referencedDigests(manifest.body)) await collect(deps, child, into, depth - 1);
 }

@@ -15,7 +15,8 @@ import { open, type FileHandle } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ByteRange } from '../oci/range.js';
-import type { BlobStore } from '../store/blob-store.js';
+import { lockNames } from '../store/layout.js';
+import type { Store } from '../store/store.js';
 import { FillReader, type FillSource, type Spool } from './fill-reader.js';
 import { createSignal } from './signal.js';
 
@@ -26,7 +27,7 @@ const LIVENESS_EVERY_MS = 1_000;
 export interface RemoteFillOptions {
   readonly digest: Digest;
   readonly sizeBytes: number | undefined;
-  readonly store: BlobStore;
+  readonly store: Store;
   /** Fail when the spool has not grown for this long (the writer's own body timeout, and some). */
   readonly stallMs: number;
 }
@@ -137,14 +138,14 @@ export class RemoteFill implements Spool {
 
   async #isCommitted(inode: number, sizeBytes: number): Promise<boolean> {
     if (this.sizeBytes !== undefined && sizeBytes !== this.sizeBytes) return false;
-    const stored = await this.#options.store.identifyBlob(this.digest);
+    const stored = await this.#options.store.blobs.identify(this.digest);
     return stored !== undefined && stored.inode === inode && stored.sizeBytes === sizeBytes;
   }
 
   async #checkWriter(now: number): Promise<void> {
     const { store, digest } = this.#options;
-    const record = await store.findFillRecord(digest);
-    const locked = await store.locks.isLocked(`fill-${digest.slice('sha256:'.length)}`);
+    const record = await store.fills.find(digest);
+    const locked = await store.locks.isLocked(lockNames.fill(digest));
     if (!record || !locked) {
       // A last look: the writer may have committed between our two checks.
       const info = await this.#handle.stat();

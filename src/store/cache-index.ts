@@ -19,7 +19,9 @@
 import { LRUCache } from 'lru-cache';
 import { readFile } from 'node:fs/promises';
 import { digestFromHex, digestHex, type Digest } from '../oci/digest.js';
-import { ifMissing, type BlobStore } from './blob-store.js';
+import { ifMissing } from './fs-errors.js';
+import { lockNames } from './layout.js';
+import type { Store } from './store.js';
 import { scanBlobs } from './scan.js';
 
 export type EvictionReason = 'size' | 'ttl';
@@ -51,7 +53,7 @@ export interface EvictionPolicy {
 }
 
 export interface CacheIndexOptions extends EvictionPolicy {
-  readonly store: BlobStore;
+  readonly store: Store;
   readonly now?: () => number;
   /** Digests that must survive eviction: pinned images and what they reference. */
   readonly protectedDigests?: () => Promise<ReadonlySet<Digest>>;
@@ -93,7 +95,6 @@ export interface CacheIndex {
 /** A hit moves the file's mtime at most this often: recency for other processes. */
 const TOUCH_EVERY_MS = 60_000;
 const SNAPSHOT_VERSION = 1;
-const EVICT_LOCK = 'evict';
 
 export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
   const { store } = options;
@@ -216,7 +217,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
     target: () => number | undefined,
     dryRun: boolean,
   ): Promise<EvictionReport> {
-    const lease = await store.locks.tryLock(EVICT_LOCK);
+    const lease = await store.locks.tryLock(lockNames.evict);
     if (!lease) return report(0, 0, { size: 0, ttl: 0 }, dryRun, true);
     try {
       // The rescan may find more than this process knew of: the target is decided on the merged total.
@@ -233,7 +234,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
         removed += 1;
         if (dryRun) continue;
         drop(hex);
-        await store.removeBlob(digestFromHex(hex));
+        await store.blobs.remove(digestFromHex(hex));
       }
       if (!dryRun) {
         for (const reason of ['size', 'ttl'] as const) if (byReason[reason] > 0) options.onEvicted?.(reason, byReason[reason]);
@@ -259,7 +260,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
   async function saveSnapshot(): Promise<void> {
     const entries = ordered().map(([hex, e]) => [hex, e.sizeBytes, e.lastUsedMs]);
     dirty = false;
-    await store.writeAtomic(store.layout.snapshotPath, JSON.stringify({ version: SNAPSHOT_VERSION, entries }));
+    await store.temp.writeAtomic(store.layout.snapshotPath, JSON.stringify({ version: SNAPSHOT_VERSION, entries }));
   }
 
   /** One pass at a time; a caller arriving meanwhile shares it. */
@@ -296,7 +297,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
       const entry = { sizeBytes: sizeBytes ?? (known as Entry).sizeBytes, lastUsedMs: at, touchedMs: known?.touchedMs ?? at };
       if (at - entry.touchedMs >= TOUCH_EVERY_MS) {
         entry.touchedMs = at;
-        void store.touchBlob(digest, at).catch(() => undefined);
+        void store.blobs.touch(digest, at).catch(() => undefined);
       }
       put(hex, entry);
       changed();

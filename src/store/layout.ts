@@ -1,7 +1,8 @@
 /**
- * Where things live in the store directory. The disk is the truth for what exists:
- * a file under blobs/ is complete and verified (it only ever arrives by rename from
- * tmp/ after its sha256 and size were checked).
+ * Where things live in the store directory: every path and every lock name is built here,
+ * and nowhere else. The disk is the truth for what exists: a file under blobs/ is complete
+ * and verified (it only ever arrives by rename from tmp/ after its sha256 and size were
+ * checked).
  *
  *   <root>/
  *     blobs/sha256/<hex[0:2]>/<hex>               verified content: layers, configs, manifests
@@ -10,13 +11,14 @@
  *       _tags/<tag>.json                          tag → digest record (see records.ts)
  *       _links/<hex>                              digest confirmed for this repository by an
  *                                                 upstream with credentials
- *     tmp/<process>/                              temp files of one live process (fills in
+ *     tmp/p<pid>-<nonce>@<host>/                  temp files of one live process (fills in
  *                                                 progress, metadata being written); removed
  *                                                 by the next start-up once that process is gone
  *     tmp/fills/<hex>.json                        {spool, sizeBytes, owner} of a fill in progress,
  *                                                 so other processes can follow its spool
- *     locks/<name>.lock                           cross-process locks (lock.ts): fill-<hex>,
- *                                                 evict, process-<process>
+ *     locks/<name>.lock                           cross-process locks (lock.ts), named by
+ *                                                 `lockNames`: fill-<hex>, evict, process-<tmp dir>
+ *     pins.json                                   image references pinned by `warm --pin`
  *     index.json                                  recency snapshot (cache-index.ts); a hint, the
  *                                                 disk is the truth for what exists
  *
@@ -25,20 +27,26 @@
  * parts, and `_tags`/`_links` can never collide with a repository component.
  */
 import { join } from 'node:path';
-import { digestHex, type Digest } from '../oci/digest.js';
+import { digestFromHex, digestHex, type Digest } from '../oci/digest.js';
+import type { Owner } from './lock.js';
 
 export interface StoreLayout {
   readonly root: string;
   readonly tmpDir: string;
   readonly blobsDir: string;
   readonly fillsDir: string;
+  readonly repositoriesDir: string;
   readonly snapshotPath: string;
+  readonly pinsPath: string;
   blobPath(digest: Digest): string;
   manifestMetaPath(digest: Digest): string;
-  fillMetaPath(digest: Digest): string;
+  fillRecordPath(digest: Digest): string;
   tagPath(upstream: string, repository: string, tag: string): string;
-  tagsDir(upstream: string, repository: string): string;
   linkPath(upstream: string, repository: string, digest: Digest): string;
+  /** The directory proper-lockfile makes for the lock `name`. */
+  lockPath(name: string): string;
+  /** A process's own temp directory, by its name (`processTempName`). */
+  processTempDir(name: string): string;
 }
 
 export function createLayout(root: string): StoreLayout {
@@ -51,7 +59,9 @@ export function createLayout(root: string): StoreLayout {
     tmpDir: join(root, 'tmp'),
     blobsDir: join(root, 'blobs', 'sha256'),
     fillsDir: join(root, 'tmp', 'fills'),
+    repositoriesDir: join(root, 'repositories'),
     snapshotPath: join(root, 'index.json'),
+    pinsPath: join(root, 'pins.json'),
     blobPath(digest) {
       const [dir, hex] = shard(digest);
       return join(root, 'blobs', 'sha256', dir, hex);
@@ -60,17 +70,47 @@ export function createLayout(root: string): StoreLayout {
       const [dir, hex] = shard(digest);
       return join(root, 'manifests', 'sha256', dir, `${hex}.json`);
     },
-    fillMetaPath(digest) {
+    fillRecordPath(digest) {
       return join(root, 'tmp', 'fills', `${digestHex(digest)}.json`);
     },
     tagPath(upstream, repository, tag) {
       return join(root, 'repositories', upstream, repository, '_tags', `${tag}.json`);
     },
-    tagsDir(upstream, repository) {
-      return join(root, 'repositories', upstream, repository, '_tags');
-    },
     linkPath(upstream, repository, digest) {
       return join(root, 'repositories', upstream, repository, '_links', digestHex(digest));
     },
+    lockPath(name) {
+      return join(root, 'locks', `${name}.lock`);
+    },
+    processTempDir(name) {
+      return join(root, 'tmp', name);
+    },
   };
+}
+
+/** Names of the cross-process locks (lock.ts). */
+export const lockNames = {
+  /** Held by the process fetching `digest` from upstream. */
+  fill: (digest: Digest): string => `fill-${digestHex(digest)}`,
+  /** Held by the process evicting: one at a time. */
+  evict: 'evict',
+  /** Held by a live process over its temp directory `tmp/<name>/`. */
+  process: (name: string): string => `process-${name}`,
+} as const;
+
+/** `p<pid>-<nonce>@<host>`: the owner of a temp directory can be read back from its name alone. */
+export function processTempName(owner: Owner, nonce: string): string {
+  return `p${owner.pid}-${nonce}@${owner.host}`;
+}
+
+/** The owner named by a temp directory's name; undefined for anything else. */
+export function parseProcessTempName(name: string): Owner | undefined {
+  const parsed = /^p(\d+)-[0-9a-f]+@(.+)$/.exec(name);
+  return parsed ? { pid: Number(parsed[1]), host: parsed[2] as string } : undefined;
+}
+
+/** The digest a file name in tmp/fills/ records; undefined for anything else. */
+export function parseFillRecordName(name: string): Digest | undefined {
+  const parsed = /^([0-9a-f]{64})\.json$/.exec(name);
+  return parsed ? digestFromHex(parsed[1] as string) : undefined;
 }

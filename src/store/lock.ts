@@ -3,16 +3,17 @@
  * workers, replicas on one volume) can share one store: one fill per digest, one
  * evictor at a time, and no process deleting another's temp files.
  *
- * A lock is a directory `locks/<name>.lock` (proper-lockfile: mkdir is atomic on every
+ * A lock is a directory `locks/<name>.lock` (layout.ts names both; proper-lockfile: mkdir is atomic on every
  * POSIX file system, NFS included). Its holder refreshes the directory's mtime every
  * `updateMs`; a lock not refreshed for `staleMs` belongs to a dead process and is taken
  * over by the next `tryLock`. A holder that could not refresh in time has lost the lock
  * ("compromised"): it is told through `onLost`, and must not assume exclusivity.
  */
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname } from 'node:path';
 import { mkdir, rm } from 'node:fs/promises';
 import lockfile from 'proper-lockfile';
+import { createLayout } from './layout.js';
 
 export interface Lease {
   /** False once another process may have taken the lock over. */
@@ -23,8 +24,6 @@ export interface Lease {
 export interface StoreLocks {
   /** Takes the lock now, or answers undefined when a live process holds it. */
   tryLock(name: string): Promise<Lease | undefined>;
-  /** Takes the lock, waiting up to `waitMs` for its holder. */
-  lock(name: string, waitMs: number): Promise<Lease | undefined>;
   /** Held by a live process (a stale lock counts as free). */
   isLocked(name: string): Promise<boolean>;
   /** Frees a lock whose holder is known to be dead (same host, no such process). */
@@ -38,20 +37,20 @@ export interface LockOptions {
 
 /** proper-lockfile's floor for `stale` is 2 s, its refresh at most half of it. */
 const DEFAULT_STALE_MS = 8_000;
-const RETRY_MS = 100;
 
 export function createStoreLocks(root: string, options: LockOptions = {}): StoreLocks {
-  const dir = join(root, 'locks');
+  const layout = createLayout(root);
   const staleMs = options.staleMs ?? DEFAULT_STALE_MS;
-  const target = (name: string): string => join(dir, name);
-  const common = { realpath: false, stale: staleMs } as const;
+  // The lock directory is the path itself (`lockfilePath`), so layout.ts alone names it.
+  const common = (name: string) => ({ realpath: false, stale: staleMs, lockfilePath: layout.lockPath(name) }) as const;
 
   async function tryLock(name: string): Promise<Lease | undefined> {
-    await mkdir(dir, { recursive: true });
+    const path = layout.lockPath(name);
+    await mkdir(dirname(path), { recursive: true });
     let held = true;
     try {
-      const release = await lockfile.lock(target(name), {
-        ...common,
+      const release = await lockfile.lock(path, {
+        ...common(name),
         update: Math.max(1000, Math.floor(staleMs / 4)),
         retries: 0,
         onCompromised: (err) => {
@@ -66,7 +65,11 @@ export function createStoreLocks(root: string, options: LockOptions = {}): Store
         async release() {
           if (!held) return;
           held = false;
-          await release().catch(() => undefined);
+          // Compromised meanwhile (onLost told): it is no longer ours to remove.
+          await release().catch((err: unknown) => {
+            const code = (err as NodeJS.ErrnoException).code;
+            if (code !== 'ERELEASED' && code !== 'ENOTACQUIRED') throw err;
+          });
         },
       };
     } catch (err) {
@@ -77,22 +80,14 @@ export function createStoreLocks(root: string, options: LockOptions = {}): Store
 
   return {
     tryLock,
-    async lock(name, waitMs) {
-      const deadline = Date.now() + waitMs;
-      for (;;) {
-        const lease = await tryLock(name);
-        if (lease || Date.now() >= deadline) return lease;
-        await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
-      }
-    },
     async isLocked(name) {
-      return lockfile.check(target(name), common).catch((err: unknown) => {
+      return lockfile.check(layout.lockPath(name), common(name)).catch((err: unknown) => {
         if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
         throw err;
       });
     },
     async breakLock(name) {
-      await rm(`${target(name)}.lock`, { recursive: true, force: true });
+      await rm(layout.lockPath(name), { recursive: true, force: true });
     },
   };
 }

@@ -1,7 +1,8 @@
 import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { findDigest, type Digest } from '../oci/digest.js';
-import { ifMissing, type BlobStore } from './blob-store.js';
+import { ifMissing, parseJson } from './fs-errors.js';
+import type { Store } from './store.js';
 
 /** What a tag pointed to when the upstream last said so. */
 export interface TagRecord {
@@ -36,9 +37,9 @@ export interface Records {
   putLink(upstream: string, repository: string, digest: Digest): Promise<void>;
 }
 
-export function createRecords(store: BlobStore): Records {
+export function createRecords(store: Store): Records {
   const { layout } = store;
-  const root = join(layout.root, 'repositories');
+  const root = layout.repositoriesDir;
 
   /** Tag records and links under repositories/, with the repository they belong to. */
   async function recordFiles(): Promise<{ path: string; upstream: string; repository: string; kind: '_tags' | '_links' }[]> {
@@ -68,7 +69,7 @@ export function createRecords(store: BlobStore): Records {
     async putTag(upstream, repository, tag, record) {
       const path = layout.tagPath(upstream, repository, tag);
       tags.set(path, record);
-      await store.writeAtomic(path, JSON.stringify(record));
+      await store.temp.writeAtomic(path, JSON.stringify(record));
     },
     async removeTag(upstream, repository, tag) {
       const path = layout.tagPath(upstream, repository, tag);
@@ -76,18 +77,13 @@ export function createRecords(store: BlobStore): Records {
       await rm(path, { force: true });
     },
     async readPins() {
-      const text = await readFile(join(layout.root, 'pins.json'), 'utf8').catch(ifMissing(undefined));
-      if (text === undefined) return [];
-      try {
-        const pins = JSON.parse(text) as unknown;
-        return Array.isArray(pins) ? pins.filter((p): p is string => typeof p === 'string') : [];
-      } catch {
-        return [];
-      }
+      const text = await readFile(layout.pinsPath, 'utf8').catch(ifMissing(undefined));
+      const pins = text === undefined ? undefined : parseJson(text);
+      return Array.isArray(pins) ? pins.filter((p): p is string => typeof p === 'string') : [];
     },
     async addPins(refs) {
       const pins = new Set([...(await this.readPins()), ...refs]);
-      await store.writeAtomic(join(layout.root, 'pins.json'), JSON.stringify([...pins].sort(), null, 2));
+      await store.temp.writeAtomic(layout.pinsPath, JSON.stringify([...pins].sort(), null, 2));
     },
     async listRepositories() {
       const found = new Map<string, { upstream: string; repository: string; digests: Set<Digest>; tags: Map<string, Digest> }>();
@@ -134,16 +130,12 @@ export function createRecords(store: BlobStore): Records {
 }
 
 function parseTagRecord(text: string | undefined): TagRecord | undefined {
-  if (text === undefined) return undefined;
-  try {
-    const raw = JSON.parse(text) as Record<string, unknown>;
-    const digest = findDigest(typeof raw['digest'] === 'string' ? raw['digest'] : undefined);
-    const { mediaType, sizeBytes, checkedAtMs } = raw;
-    if (!digest || typeof mediaType !== 'string' || typeof sizeBytes !== 'number' || typeof checkedAtMs !== 'number') {
-      return undefined;
-    }
-    return { digest, mediaType, sizeBytes, checkedAtMs };
-  } catch {
+  const raw = text === undefined ? undefined : (parseJson(text) as Record<string, unknown> | null | undefined);
+  if (typeof raw !== 'object' || raw === null) return undefined;
+  const digest = findDigest(typeof raw['digest'] === 'string' ? raw['digest'] : undefined);
+  const { mediaType, sizeBytes, checkedAtMs } = raw;
+  if (!digest || typeof mediaType !== 'string' || typeof sizeBytes !== 'number' || typeof checkedAtMs !== 'number') {
     return undefined;
   }
+  return { digest, mediaType, sizeBytes, checkedAtMs };
 }

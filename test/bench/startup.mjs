@@ -8,7 +8,7 @@
  * every one in a fresh Node process (start-up is what is measured, with its own peak RSS):
  *   reference (async)  readdir each shard + stat its files, all of a shard at once
  *   reference (sync)   readdirSync + statSync: the syscalls alone, no thread pool
- *   ours: snapshot     createBlobStore + init + createCacheIndex + load() from index.json
+ *   ours: snapshot     createStore + init + createCacheIndex + load() from index.json
  *   ours: scan         the same with no index.json: load() scans blobs/
  * Runs on the compiled code: `npm run bench:startup` builds first.
  *
@@ -70,10 +70,10 @@ async function measure(/** @type {Scenario} */ scenario, /** @type {string} */ d
     for (const size of found.values()) bytes += size;
     return { ms, maxRssBytes: process.resourceUsage().maxRSS * 1024, entries: found.size, bytes };
   }
-  const { createBlobStore } = await import(new URL('store/blob-store.js', dist).href);
+  const { createStore } = await import(new URL('store/store.js', dist).href);
   const { createCacheIndex } = await import(new URL('store/cache-index.js', dist).href);
   const started = performance.now();
-  const store = createBlobStore(dir);
+  const store = createStore(dir);
   await store.init();
   const index = createCacheIndex({ store, maxSizeBytes: Number.MAX_SAFE_INTEGER, idleTtlMs: 30 * DAY });
   const from = await index.load();
@@ -168,9 +168,9 @@ async function populate(/** @type {string} */ dir, /** @type {number} */ count) 
 
 /** index.json as the running mirror leaves it: a full scan, then a maintenance pass. */
 async function writeSnapshot(/** @type {string} */ dir) {
-  const { createBlobStore } = await import(new URL('store/blob-store.js', dist).href);
+  const { createStore } = await import(new URL('store/store.js', dist).href);
   const { createCacheIndex } = await import(new URL('store/cache-index.js', dist).href);
-  const store = createBlobStore(dir);
+  const store = createStore(dir);
   await store.init();
   const index = createCacheIndex({ store, maxSizeBytes: Number.MAX_SAFE_INTEGER, idleTtlMs: 30 * DAY });
   await index.load();

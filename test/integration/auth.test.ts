@@ -49,7 +49,7 @@ describe('token-authenticated upstream', () => {
 
   it('does not serve content fetched for one repository through another repository name', async () => {
     const blob = image.blobs[0]!;
-    expect(await mirror.runtime.store.statBlob(blob.digest as never)).toBe(blob.size);
+    expect(await mirror.runtime.store.blobs.stat(blob.digest as never)).toBe(blob.size);
     const leaked = await fetchHashed(`${mirror.url}/v2/acme/other-synth/blobs/${blob.digest}`);
     expect(leaked.status).toBe(404);
     const leakedManifest = await fetchHashed(`${mirror.url}/v2/acme/other-synth/manifests/${image.topDigest}`);

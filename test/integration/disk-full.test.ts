@@ -118,7 +118,7 @@ describe('a full disk', () => {
     expect(pulled.status).toBe(200);
     expect(pulled.sha256).toBe(digest);
     await mirror.runtime.mirror.drain();
-    expect(await mirror.runtime.store.statBlob(digest as never)).toBeUndefined();
+    expect(await mirror.runtime.store.blobs.stat(digest as never)).toBeUndefined();
     expect(await tempFiles(mirror.storeDir)).toEqual([]);
     expect(await counter('fills', 'relayed')).toBe(1);
     expect(await counter('cacheWriteFailures')).toBeGreaterThanOrEqual(1);
@@ -151,7 +151,7 @@ describe('a full disk', () => {
     expect(pulled.bytes).toBe(body.length);
     expect(pulled.sha256).toBe(digest);
     await mirror.runtime.mirror.drain();
-    expect(await mirror.runtime.store.statBlob(digest as never)).toBeUndefined();
+    expect(await mirror.runtime.store.blobs.stat(digest as never)).toBeUndefined();
     expect(await tempFiles(mirror.storeDir)).toEqual([]);
     expect(await counter('fills', 'relayed')).toBe(1);
     expect(await counter('fills', 'committed')).toBe(0);
@@ -171,7 +171,7 @@ describe('a full disk', () => {
     expect(pulled.status).toBe(200);
     expect(pulled.sha256).toBe(digest);
     await mirror.runtime.mirror.drain();
-    expect(await mirror.runtime.store.statBlob(digest as never)).toBeUndefined();
+    expect(await mirror.runtime.store.blobs.stat(digest as never)).toBeUndefined();
     expect((await readyz()).body.status).toBe('degraded');
   });
 
@@ -192,13 +192,13 @@ describe('a full disk', () => {
     const pulled = await fetchHashed(`${mirror.url}/v2/org/app/manifests/v1`, { headers: accept });
     expect(pulled.status).toBe(200);
     expect(pulled.sha256).toBe(digest);
-    expect(await mirror.runtime.store.statBlob(digest as never)).toBeUndefined();
+    expect(await mirror.runtime.store.blobs.stat(digest as never)).toBeUndefined();
     expect((await readyz()).body.status).toBe('degraded');
 
     await rm(join(mountDir, 'filler'));
     const again = await fetchHashed(`${mirror.url}/v2/org/app/manifests/v1`, { headers: accept });
     expect(again.sha256).toBe(digest);
-    expect(await mirror.runtime.store.statBlob(digest as never)).toBe(manifest.length);
+    expect(await mirror.runtime.store.blobs.stat(digest as never)).toBe(manifest.length);
     expect((await readyz()).body.status).toBe('ready');
   });
 });

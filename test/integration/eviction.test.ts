@@ -74,7 +74,7 @@ describe('a bounded store', () => {
     }
   }
 
-  const stored = async (digest: string): Promise<boolean> => (await mirror.runtime.store.statBlob(digest as never)) !== undefined;
+  const stored = async (digest: string): Promise<boolean> => (await mirror.runtime.store.blobs.stat(digest as never)) !== undefined;
   const onlyLayer = (image: Pushed, not: Pushed): string => image.blobs.find((b) => !not.blobs.some((o) => o.digest === b.digest) && b.size >= MiB)!.digest;
 
   it('evicts the least recently pulled image to 90 % of the budget, keeping the layer another image shares', async () => {
@@ -127,7 +127,7 @@ describe('a bounded store', () => {
     const during = await mirror.runtime.index.prune({ targetBytes: 0, dryRun: false });
     expect(await stored(layer.digest)).toBe(true);
     // Another process (or the operator) removing the file under the reader: it still finishes.
-    await mirror.runtime.store.removeBlob(layer.digest as never);
+    await mirror.runtime.store.blobs.remove(layer.digest as never);
     for (let next = await iterator.next(); !next.done; next = await iterator.next()) chunks.push(next.value as Buffer);
     const body = Buffer.concat(chunks);
     expect(body.length).toBe(layer.size);

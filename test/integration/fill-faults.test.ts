@@ -53,7 +53,7 @@ describe('fills under upstream faults', () => {
     });
     await expectNoCleanBody(blobUrl(digest));
     await mirror.runtime.mirror.drain();
-    expect(await mirror.runtime.store.statBlob(digest as never)).toBeUndefined();
+    expect(await mirror.runtime.store.blobs.stat(digest as never)).toBeUndefined();
     const failures = await mirror.runtime.metrics.verifyFailures.get();
     expect(failures.values.find((v) => v.labels.kind === 'blob')?.value).toBe(1);
   });
@@ -68,7 +68,7 @@ describe('fills under upstream faults', () => {
     });
     await expectNoCleanBody(blobUrl(digest));
     await mirror.runtime.mirror.drain();
-    expect(await mirror.runtime.store.statBlob(digest as never)).toBeUndefined();
+    expect(await mirror.runtime.store.blobs.stat(digest as never)).toBeUndefined();
     upstream.setBlob(digest, (_req, res) => {
       res.writeHead(200, { 'content-length': String(body.length) });
       res.end(body);
@@ -115,7 +115,7 @@ describe('fills under upstream faults', () => {
     await response.body.text().catch(() => undefined);
     gated.finish();
     await mirror.runtime.mirror.drain();
-    expect(await mirror.runtime.store.statBlob(digest as never)).toBe(body.length);
+    expect(await mirror.runtime.store.blobs.stat(digest as never)).toBe(body.length);
     const gets = upstream.hits.filter((h) => h.method === 'GET').length;
     const again = await fetchHashed(blobUrl(digest));
     expect(again.sha256).toBe(digest);

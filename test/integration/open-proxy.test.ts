@@ -68,7 +68,7 @@ describe('not an open proxy', () => {
     expect(outcome.status).toBe(503);
     expect(JSON.parse(outcome.body.toString())).toMatchObject({ errors: [{ code: 'UNAVAILABLE' }] });
     expect(victimRequests).toBe(before);
-    expect(await mirror.runtime.store.statBlob(secretDigest as Digest)).toBeUndefined();
+    expect(await mirror.runtime.store.blobs.stat(secretDigest as Digest)).toBeUndefined();
   }
 
   describe.each([
@@ -116,7 +116,7 @@ describe('not an open proxy', () => {
 
     it.each(['org/secret/app', 'other/app', 'library/alpine/extra'])('answers %s with 403 DENIED, from the store too, without asking upstream', async (repository) => {
       await mirror.runtime.mirror.drain();
-      expect(await mirror.runtime.store.statBlob(digest as Digest)).toBe(body.length);
+      expect(await mirror.runtime.store.blobs.stat(digest as Digest)).toBe(body.length);
       const hits = upstream.hits.length;
       for (const url of [blobUrl('strict.test', repository, digest), `${mirror.url}/v2/${repository}/manifests/latest?ns=strict.test`]) {
         const outcome = await fetchOutcome(url);

@@ -177,7 +177,7 @@ describe('upstream faults', () => {
     const first = await fetchOutcome(blobUrl(digest));
     expect(first.kind === 'complete' && first.status === 200 && digestOf(first.body) === digest).toBe(true);
     await mirror.runtime.mirror.drain();
-    expect(await mirror.runtime.store.statBlob(digest as Digest)).toBe(body.length);
+    expect(await mirror.runtime.store.blobs.stat(digest as Digest)).toBe(body.length);
     const gets = upstreamGets(digest);
     const again = await fetchOutcome(blobUrl(digest));
     expect(again.kind === 'complete' && digestOf(again.body) === digest).toBe(true);
@@ -193,7 +193,7 @@ describe('upstream faults', () => {
       const before = await snapshot();
       await expectClientSees(blobUrl(digest), fault.client, body.length);
       await mirror.runtime.mirror.drain();
-      expect(await mirror.runtime.store.statBlob(digest as Digest)).toBeUndefined();
+      expect(await mirror.runtime.store.blobs.stat(digest as Digest)).toBeUndefined();
       await expectNoTempFiles(mirror.storeDir);
       await expectCounted(before, fault.counts);
       await expectBlobRecovers(digest, body);
@@ -235,7 +235,7 @@ describe('upstream faults', () => {
       await expectClientSees(blobUrl(digest), { status: 503, code: 'UNAVAILABLE' }, body.length);
       await expectCounted(before, { requestErrors: 1, fillsAborted: 0 });
       expect(await tokenTrips()).toBe(tripsBefore + 1);
-      expect(await mirror.runtime.store.statBlob(digest as Digest)).toBeUndefined();
+      expect(await mirror.runtime.store.blobs.stat(digest as Digest)).toBeUndefined();
 
       realm = `${upstream.url}/token`;
       upstream.setPath('/token', json('{"token":"good-token","expires_in":300}'));
@@ -243,7 +243,7 @@ describe('upstream faults', () => {
       const recovered = await fetchOutcome(blobUrl(digest));
       expect(recovered.kind === 'complete' && recovered.status === 200 && digestOf(recovered.body) === digest).toBe(true);
       await mirror.runtime.mirror.drain();
-      expect(await mirror.runtime.store.statBlob(digest as Digest)).toBe(body.length);
+      expect(await mirror.runtime.store.blobs.stat(digest as Digest)).toBe(body.length);
     });
   });
 
@@ -256,7 +256,7 @@ describe('upstream faults', () => {
       expect(outcome.kind === 'complete' && outcome.body.toString()).toMatch(/ENOTFOUND|EAI_AGAIN/);
       expect(await trips()).toBe(attempt);
     }
-    expect(await mirror.runtime.store.statBlob(digest as Digest)).toBeUndefined();
+    expect(await mirror.runtime.store.blobs.stat(digest as Digest)).toBeUndefined();
     await expectBlobRecovers(digest, body);
   });
 
@@ -280,7 +280,7 @@ describe('upstream faults', () => {
       const before = await snapshot();
       const code = status === 429 ? 'TOOMANYREQUESTS' : 'UNAVAILABLE';
       await expectClientSees(manifestUrl(ref), { status, code }, manifest.length);
-      expect(await mirror.runtime.store.findManifestType(digest as Digest)).toBeUndefined();
+      expect(await mirror.runtime.store.manifests.findType(digest as Digest)).toBeUndefined();
       await expectCounted(before, { requestErrors: 1, ...counts });
 
       upstream.setPath(`org/app/manifests/${ref}`, servedBlob(manifest, manifestHeaders));

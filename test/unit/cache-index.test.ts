@@ -9,7 +9,7 @@ import { parseConfig } from '../../src/config.js';
 import { createSilentLogger } from '../../src/log.js';
 import { createMaintenance, maintenanceIntervalMs, type Maintenance } from '../../src/mirror/maintenance.js';
 import { parseDigest, type Digest } from '../../src/oci/digest.js';
-import { createBlobStore, type BlobStore } from '../../src/store/blob-store.js';
+import { createStore, type Store } from '../../src/store/store.js';
 import { createCacheIndex, type CacheIndex, type CacheIndexOptions, type EvictionReason } from '../../src/store/cache-index.js';
 import { createRecords } from '../../src/store/records.js';
 import { tempFiles } from '../support/store.js';
@@ -78,8 +78,8 @@ function mtimeReaches(path: string, atMs: number): { done: Promise<void>; close(
 
 describe('cache index', () => {
   let dir: string;
-  let store: BlobStore;
-  let stores: BlobStore[];
+  let store: Store;
+  let stores: Store[];
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'oci-mirror-index-'));
@@ -95,22 +95,22 @@ describe('cache index', () => {
   });
 
   /** A store on `dir`: a second one stands for another process (or a restart). */
-  async function openStore(): Promise<BlobStore> {
-    const opened = createBlobStore(dir);
+  async function openStore(): Promise<Store> {
+    const opened = createStore(dir);
     await opened.init();
     stores.push(opened);
     return opened;
   }
 
-  function indexOn(s: BlobStore, options: Omit<CacheIndexOptions, 'store' | 'idleTtlMs'> & { idleTtlMs?: number }): CacheIndex {
+  function indexOn(s: Store, options: Omit<CacheIndexOptions, 'store' | 'idleTtlMs'> & { idleTtlMs?: number }): CacheIndex {
     return createCacheIndex({ idleTtlMs: 24 * HOUR, ...options, store: s });
   }
 
   /** Verified content written to the store behind any index's back. */
-  async function put(seed: string, sizeBytes: number, into: BlobStore = store): Promise<Digest> {
+  async function put(seed: string, sizeBytes: number, into: Store = store): Promise<Digest> {
     const body = seededBytes(seed, sizeBytes);
     const digest = digestOf(body);
-    await into.putVerified(digest, body);
+    await into.blobs.putVerified(digest, body);
     return digest;
   }
 
@@ -123,7 +123,7 @@ describe('cache index', () => {
 
   const listed = (index: CacheIndex): Digest[] => index.list().map((e) => e.digest);
   /** Each blob's size on disk, undefined where the file is gone. */
-  const onDisk = async (digests: readonly Digest[]) => Promise.all(digests.map((d) => store.statBlob(d)));
+  const onDisk = async (digests: readonly Digest[]) => Promise.all(digests.map((d) => store.blobs.stat(d)));
 
   describe('size budget', () => {
     it('evicts the least recently served first, and a hit keeps an entry', async () => {
@@ -225,12 +225,12 @@ describe('cache index', () => {
         // And `served` goes at the first tick more than an hour after its hit (96 min).
         await vi.advanceTimersByTimeAsync(30 * MINUTE);
         await maintenance.idle();
-        expect(await store.statBlob(served)).toBe(2000);
+        expect(await store.blobs.stat(served)).toBe(2000);
         evicted = evictions.next();
         await vi.advanceTimersByTimeAsync(interval);
         expect(await evicted).toEqual(['ttl', 1]);
         await maintenance.idle();
-        expect(await store.statBlob(served)).toBeUndefined();
+        expect(await store.blobs.stat(served)).toBeUndefined();
         expect(index.entries).toBe(0);
       } finally {
         await maintenance.close();
@@ -279,11 +279,11 @@ describe('cache index', () => {
       first();
       first(); // releasing twice is releasing once
       expect(await index.maintain()).toMatchObject({ removed: 0 });
-      expect(await store.statBlob(u)).toBe(1000);
+      expect(await store.blobs.stat(u)).toBe(1000);
 
       second();
       expect(await index.maintain()).toMatchObject({ removed: 1, byReason: { size: 0, ttl: 1 } });
-      expect(await store.statBlob(u)).toBeUndefined();
+      expect(await store.blobs.stat(u)).toBeUndefined();
       expect(index.entries).toBe(0);
     });
   });
@@ -346,7 +346,7 @@ describe('cache index', () => {
       expect(await restarted.load()).toBe('snapshot');
 
       await rm(store.layout.blobPath(gone));
-      const added = await put('behind-its-back', 777, stores[1] as BlobStore);
+      const added = await put('behind-its-back', 777, stores[1] as Store);
       expect(restarted.has(gone)).toBe(true);
       expect(restarted.has(added)).toBe(false);
 

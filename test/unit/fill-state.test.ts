@@ -5,7 +5,8 @@ import { join, relative } from 'node:path';
 import { PassThrough, type Readable } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseDigest, type Digest } from '../../src/oci/digest.js';
-import { createBlobStore, DigestMismatchError, type BlobStore } from '../../src/store/blob-store.js';
+import { DigestMismatchError } from '../../src/store/blobs.js';
+import { createStore, type Store } from '../../src/store/store.js';
 import { Fill, FillError } from '../../src/mirror/fill.js';
 import { tempFiles } from '../support/store.js';
 
@@ -35,11 +36,11 @@ async function settle(times = 20): Promise<void> {
 
 describe('fill state machine', () => {
   let dir: string;
-  let store: BlobStore;
+  let store: Store;
 
   beforeEach(async () => {
     dir = await mkdtemp(join(tmpdir(), 'oci-mirror-fill-'));
-    store = createBlobStore(dir);
+    store = createStore(dir);
     await store.init();
   });
 
@@ -68,7 +69,7 @@ describe('fill state machine', () => {
     expect((await early.done).equals(body)).toBe(true);
     expect((await late.done).equals(body)).toBe(true);
     expect((await ranged.done).equals(body.subarray(1000))).toBe(true);
-    expect(await store.statBlob(fill.digest)).toBe(body.length);
+    expect(await store.blobs.stat(fill.digest)).toBe(body.length);
     fill.release();
   });
 
@@ -103,7 +104,7 @@ describe('fill state machine', () => {
     upstream.end(wrong);
     await expect(fill.done).rejects.toMatchObject({ reason: 'digest' });
     for (const reader of readers) await expect(reader.done).rejects.toThrow(/upstream transfer failed/);
-    expect(await store.statBlob(fill.digest)).toBeUndefined();
+    expect(await store.blobs.stat(fill.digest)).toBeUndefined();
     fill.release();
   });
 
@@ -187,43 +188,43 @@ describe('blob store', () => {
   });
 
   it('refuses content whose digest does not match and leaves no file behind', async () => {
-    const store = createBlobStore(dir);
+    const store = createStore(dir);
     await store.init();
     const body = Buffer.from('hello');
     const other = digestOf(Buffer.from('world'));
-    await expect(store.putVerified(other, body)).rejects.toBeInstanceOf(DigestMismatchError);
-    expect(await store.statBlob(other)).toBeUndefined();
+    await expect(store.blobs.putVerified(other, body)).rejects.toBeInstanceOf(DigestMismatchError);
+    expect(await store.blobs.stat(other)).toBeUndefined();
     expect(await tempFiles(dir)).toEqual([]);
   });
 
   it('removes temp files of dead processes at start-up, keeps a live one and committed content', async () => {
-    const store = createBlobStore(dir);
+    const store = createStore(dir);
     await store.init();
     const body = Buffer.from('kept');
-    await store.putVerified(digestOf(body), body);
-    const live = await store.createTempFile();
+    await store.blobs.putVerified(digestOf(body), body);
+    const live = await store.blobs.createTemp();
     await live.handle.write('in progress');
     // What kill -9 leaves: the temp dir of a process that no longer exists on this host.
     const dead = join(dir, 'tmp', `p${2 ** 22 + 17}-0badc0de@${hostname()}`);
     await mkdir(dead, { recursive: true });
     await writeFile(join(dead, 'partial'), 'partial');
-    const again = createBlobStore(dir);
+    const again = createStore(dir);
     await again.init();
     expect(await tempFiles(dir)).toEqual([relative(join(dir, 'tmp'), live.path)]);
-    expect(await again.statBlob(digestOf(body))).toBe(body.length);
-    await store.discardTemp(live);
+    expect(await again.blobs.stat(digestOf(body))).toBe(body.length);
+    await store.blobs.discardTemp(live);
     await Promise.all([store.close(), again.close()]);
     expect(await readdir(join(dir, 'tmp'))).toEqual(['fills']);
   });
 
 
   it('keeps manifests with their media type across instances', async () => {
-    const store = createBlobStore(dir);
+    const store = createStore(dir);
     await store.init();
     const body = Buffer.from('{"schemaVersion":2}');
-    await store.putManifest(digestOf(body), 'application/vnd.oci.image.manifest.v1+json', body);
-    const again = createBlobStore(dir);
-    const read = await again.readManifest(digestOf(body));
+    await store.manifests.put(digestOf(body), 'application/vnd.oci.image.manifest.v1+json', body);
+    const again = createStore(dir);
+    const read = await again.manifests.read(digestOf(body));
     expect(read?.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
     expect(read?.body.equals(body)).toBe(true);
   });

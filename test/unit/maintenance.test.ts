@@ -7,7 +7,7 @@ import { parseConfig } from '../../src/config.js';
 import { createSilentLogger } from '../../src/log.js';
 import { createMaintenance, maintenanceIntervalMs, type Maintenance } from '../../src/mirror/maintenance.js';
 import { parseDigest, type Digest } from '../../src/oci/digest.js';
-import { createBlobStore, type BlobStore } from '../../src/store/blob-store.js';
+import { createStore, type Store } from '../../src/store/store.js';
 import { createCacheIndex, type CacheIndex } from '../../src/store/cache-index.js';
 import { createRecords, type Records } from '../../src/store/records.js';
 
@@ -17,7 +17,7 @@ const digestOf = (body: Buffer): Digest => parseDigest(`sha256:${createHash('sha
 /** The periodic pass on its one timer, driven by fake time over a real store on disk. */
 describe('store maintenance', () => {
   let dir: string;
-  let store: BlobStore;
+  let store: Store;
   let records: Records;
   let index: CacheIndex;
   let maintenance: Maintenance;
@@ -26,7 +26,7 @@ describe('store maintenance', () => {
     dir = await mkdtemp(join(tmpdir(), 'oci-mirror-maint-'));
     // Only the clock and the maintenance interval: the lock library's own setTimeout stays real.
     vi.useFakeTimers({ toFake: ['Date', 'setInterval', 'clearInterval'] });
-    store = createBlobStore(dir);
+    store = createStore(dir);
     await store.init();
     records = createRecords(store);
   });
@@ -41,7 +41,7 @@ describe('store maintenance', () => {
   async function put(size: number): Promise<Digest> {
     const body = randomBytes(size);
     const digest = digestOf(body);
-    await store.putVerified(digest, body);
+    await store.blobs.putVerified(digest, body);
     return digest;
   }
 
@@ -72,12 +72,12 @@ describe('store maintenance', () => {
       }
     };
     await advance(50);
-    expect(await store.statBlob(idle)).toBe(1000);
+    expect(await store.blobs.stat(idle)).toBe(1000);
     index.touch(served);
     await advance(20);
     // Only the timer ran passes here.
-    expect(await store.statBlob(idle)).toBeUndefined();
-    expect(await store.statBlob(served)).toBe(2000);
+    expect(await store.blobs.stat(idle)).toBeUndefined();
+    expect(await store.blobs.stat(served)).toBe(2000);
     expect(index.has(served)).toBe(true);
     expect(index.sizeBytes).toBe(2000);
   });
@@ -90,7 +90,7 @@ describe('store maintenance', () => {
     const record = (digest: Digest) => ({ digest, mediaType: 'application/vnd.oci.image.manifest.v1+json', sizeBytes: 1, checkedAtMs: Date.now() });
     await records.putTag('docker.io', 'library/kept', 'v1', record(kept));
     await records.putTag('docker.io', 'library/gone', 'v1', record(gone));
-    await store.removeBlob(gone);
+    await store.blobs.remove(gone);
     await maintenance.run();
     expect(await records.findTag('docker.io', 'library/kept', 'v1')).toBeDefined();
     expect(await records.findTag('docker.io', 'library/gone', 'v1')).toBeUndefined();
