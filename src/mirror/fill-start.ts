@@ -76,6 +76,7 @@ export function createFillStart(deps: MirrorDeps): FillStart {
       const fill = await fetch(route, digest, claim);
       // Off the path to the first byte; the record is removed only after it is written.
       const recorded = fill.spoolPath ? claim.writeRecord({ owner, spool: fill.spoolPath, ...sized(fill.sizeBytes) }) : undefined;
+      // Committed, relayed or failed: the lock and record go either way (a failure is the fill's to report).
       const over = fill.done
         .catch(() => undefined)
         .then(() => recorded)

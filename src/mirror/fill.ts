@@ -249,6 +249,7 @@ export class Fill extends SourceBase {
   }
 
   protected override close(): void {
+    // A read-only handle loses nothing when its close fails; the temp area's sweep removes a spool left behind.
     void this.#readHandle?.close().catch(() => undefined);
     const spool = this.#discardAfterReaders;
     this.#discardAfterReaders = undefined;

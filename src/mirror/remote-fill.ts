@@ -108,6 +108,7 @@ export class RemoteFill extends SourceBase {
   }
 
   protected override close(): void {
+    // A read-only handle loses nothing when its close fails.
     void this.#handle.close().catch(() => undefined);
   }
 }

@@ -67,6 +67,7 @@ export abstract class SourceBase implements Source, Spool {
     this.done = new Promise<FillOutcome>((resolve, reject) => {
       this.#settle = { resolve, reject };
     });
+    // Handled here so that a failure nobody awaits is not an unhandled rejection; readers see it as `error`.
     this.done.catch(() => undefined);
   }
 
