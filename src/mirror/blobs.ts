@@ -1,14 +1,37 @@
+/**
+ * A blob request, top to bottom: local → in flight → fetch → commit, as Distribution's
+ * `registry/proxy/proxyblobstore.go` ServeBlob reads, but with one download per digest
+ * shared by every request and every process on the store, streamed to each as it arrives.
+ *
+ *   1. local      the store holds the blob (complete and verified): serve the file.      hit
+ *   2. in flight  this process has a flight for the digest: read its source.      coalesced
+ *   3. fetch      start a flight: claim the digest across processes (fill-start.ts) and
+ *                 lead the download, follow the spool of the process that leads it, or
+ *                 find it committed meanwhile (then back to 1).                        miss
+ *   4. commit     the source verifies and commits (fill.ts), or relays when the store
+ *                 cannot take it; the flight ends and new requests start again at 1.
+ *
+ * A flight, the one per-digest state of this process:
+ *
+ *   claiming ──(source: lead, follow, or relay)──▶ streaming ──(source settles)──▶ ended
+ *       │                                                                           ▲
+ *       └──(committed meanwhile, or the claim failed)───────────────────────────────┘
+ *
+ * A request that finds a flight it cannot read from — a relay that already handed on
+ * bytes it kept nowhere — fetches for itself alone, relayed and not stored (miss).
+ * HEAD never starts a flight: on a miss it is an upstream HEAD, nothing is downloaded.
+ */
 import { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
 import { resolveRange, type ByteRange, type RangeSpec } from '../oci/range.js';
 import { closeBody, contentLength, ensureLinked, offlineMiss, rememberLink, upstreamFor, type MirrorDeps } from './context.js';
-import { Fill, FillError } from './fill.js';
-import { createFillStart, type Source } from './fill-start.js';
-import { RemoteFill } from './remote-fill.js';
-import { StoreReader } from './store-reader.js';
+import { FillError } from './fill.js';
+import { createFillStart } from './fill-start.js';
 import type { FillSource } from './fill-reader.js';
+import type { Source } from './source.js';
+import { StoreReader } from './store-reader.js';
 
 export interface BlobResult {
   readonly digest: Digest;
@@ -37,28 +60,57 @@ export interface Blobs {
   drain(): Promise<void>;
 }
 
-/** Free space kept beyond a blob's size before it is spooled. */
-
+/** One download of one digest in this process, from its start until its source settles. */
 interface Flight {
+  /** The route that started it: its repository is known to hold the digest upstream. */
   readonly origin: Route;
   /** Undefined: another process committed the blob meanwhile; serve it from the store. */
-  readonly fill: Promise<Source | undefined>;
+  readonly source: Promise<Source | undefined>;
 }
+
+type Served = Omit<BlobResult, 'outcome'>;
+/** Why a flight gave a request nothing: it ended without storing the blob, or cannot take a late reader. */
+type Missed = 'ended' | 'unjoinable';
 
 export function createBlobs(deps: MirrorDeps): Blobs {
   const flights = new Map<Digest, Flight>();
   const { metrics, log, store, index, health } = deps;
+  const now = deps.now ?? Date.now;
   const start = createFillStart(deps);
-  const { acquire, begin } = start;
 
-  function countBytes(source: FillSource): (n: number) => void {
-    return (n) => {
-      metrics.bytesServed.inc({ source }, n);
-      if (source === 'cache') metrics.bandwidthSaved.inc(n);
-    };
+  async function getBlob(route: Route, digest: Digest, spec: RangeSpec | undefined): Promise<BlobResult> {
+    const { upstream } = upstreamFor(deps, route);
+    if (upstream.hasCredentials) await confirmLinked(route, digest);
+    // 1. Local.
+    const hit = await fromStore(digest, spec);
+    if (hit) return { ...hit, outcome: 'hit' };
+    // 2. In flight, or 3. fetch. Found or started with no await in between, so concurrent
+    // misses share one flight; a flight that ended without storing the blob is replaced once.
+    for (let attempt = 0; ; attempt++) {
+      const found = flights.get(digest);
+      if (!found && deps.config.offline) throw offlineMiss(deps, 'BLOB_UNKNOWN', `blob ${digest}`);
+      const flight = found ?? startFlight(route, digest);
+      const served = await join(flight, digest, spec, found ? 'cache' : 'upstream');
+      if (typeof served === 'object') return { ...served, outcome: found ? 'coalesced' : 'miss' };
+      if (served === 'unjoinable' || attempt > 0) break;
+    }
+    if (deps.config.offline) throw offlineMiss(deps, 'BLOB_UNKNOWN', `blob ${digest}`);
+    const source = await start.relay(route, digest);
+    return { ...readFrom(source, digest, spec, 'upstream'), outcome: 'miss' };
   }
 
-  async function fromStore(digest: Digest, spec: RangeSpec | undefined): Promise<Omit<BlobResult, 'outcome'> | undefined> {
+  /**
+   * An upstream with credentials may hold blobs some of its repositories cannot read: a
+   * blob stored or in flight is served to another repository only once the upstream
+   * confirmed that repository holds it. A fetch of our own is itself that check.
+   */
+  async function confirmLinked(route: Route, digest: Digest): Promise<void> {
+    const flight = flights.get(digest);
+    if (flight && flight.origin.upstream === route.upstream && flight.origin.repository === route.repository) return;
+    if (flight || (await store.blobs.stat(digest)) !== undefined) await ensureLinked(deps, route, digest, 'blobs');
+  }
+
+  async function fromStore(digest: Digest, spec: RangeSpec | undefined): Promise<Served | undefined> {
     const blob = await store.blobs.open(digest);
     if (!blob) return undefined;
     let range: ByteRange | undefined;
@@ -84,109 +136,78 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     return { digest, sizeBytes: blob.sizeBytes, range, body: stream, recycle: (chunk) => stream.recycle(chunk) };
   }
 
-  function startFill(route: Route, digest: Digest): Flight {
-    const fill = acquire(route, digest);
-    const flight: Flight = { origin: route, fill };
+  /** Reads from a flight as its source grows; the store once the source is done with. */
+  async function join(flight: Flight, digest: Digest, spec: RangeSpec | undefined, from: FillSource): Promise<Served | Missed> {
+    const source = await flight.source;
+    if (!source || source.complete) return (await fromStore(digest, spec)) ?? 'ended';
+    if (source.error) throw unavailable(source.error);
+    if (!source.joinable) return 'unjoinable';
+    return readFrom(source, digest, spec, from);
+  }
+
+  function readFrom(source: Source, digest: Digest, spec: RangeSpec | undefined, from: FillSource): Served {
+    const range = spec && source.sizeBytes !== undefined ? resolveRange(spec, source.sizeBytes) : undefined;
+    const body = source.openReader(range, from, countBytes(from));
+    metrics.fillWaiters.inc();
+    body.once('close', () => metrics.fillWaiters.dec());
+    return { digest, sizeBytes: source.sizeBytes, range, body };
+  }
+
+  function startFlight(route: Route, digest: Digest): Flight {
+    const flight: Flight = { origin: route, source: start.acquire(route, digest) };
     flights.set(digest, flight);
-    fill.then(
-      (source) => (source ? watchFill(flight, source) : flights.delete(digest)),
+    flight.source.then(
+      (source) => (source ? watch(flight, source) : flights.delete(digest)),
       () => flights.delete(digest),
     );
     return flight;
   }
 
-  function watchFill(flight: Flight, fill: Source): void {
-    const fields = { digest: fill.digest, upstream: flight.origin.upstream, repository: flight.origin.repository };
-    const remote = fill instanceof RemoteFill;
+  /** 4. Commit: the flight ends when its source settles; what follows is bookkeeping. */
+  function watch(flight: Flight, source: Source): void {
+    const { digest, remote } = source;
+    const fields = { digest, upstream: flight.origin.upstream, repository: flight.origin.repository, remote };
     metrics.fillsInFlight.inc();
-    log.info({ ...fields, sizeBytes: fill.sizeBytes, remote }, remote ? 'fill followed' : 'fill started');
-    const finish = (result: 'committed' | 'relayed' | 'aborted', extra: object): void => {
-      flights.delete(fill.digest);
-      if (fill instanceof Fill) fill.release();
+    log.info({ ...fields, sizeBytes: source.sizeBytes }, remote ? 'fill followed' : 'fill started');
+    const end = (result: 'committed' | 'relayed' | 'aborted', extra: object): void => {
+      flights.delete(digest);
+      source.release();
       metrics.fillsInFlight.dec();
+      // A followed fill is counted by the process that leads it.
       if (!remote) metrics.fills.inc({ result });
-      const durationMs = Date.now() - fill.startedAtMs;
-      const entry = { ...fields, sizeBytes: fill.writtenBytes, durationMs, waiters: fill.readerCount, remote, ...extra };
+      const entry = { ...fields, sizeBytes: source.writtenBytes, durationMs: now() - source.startedAtMs, waiters: source.readerCount, ...extra };
       if (result === 'aborted') log.warn(entry, 'fill aborted');
       else log.info(entry, result === 'committed' ? 'fill committed' : 'fill relayed without caching');
     };
-    fill.done.then(
+    source.done.then(
       (outcome) => {
-        const result = outcome === 'relayed' ? 'relayed' : 'committed';
-        finish(result, {});
-        if (result === 'relayed') return;
-        index.touch(fill.digest, fill.writtenBytes);
+        end(outcome, {});
+        if (outcome === 'relayed') return;
+        index.touch(digest, source.writtenBytes);
         if (!remote) {
           health.succeeded();
-          void rememberLink(deps, flight.origin, fill.digest);
+          void rememberLink(deps, flight.origin, digest);
         }
         if (index.overBudget()) void deps.maintain();
       },
       (err: unknown) => {
         const reason = err instanceof FillError ? err.reason : 'upstream';
         if (reason === 'digest' || reason === 'size') metrics.verifyFailures.inc({ kind: 'blob' });
-        finish('aborted', { reason, err });
+        end('aborted', { reason, err });
       },
     );
   }
 
-  /** Joins a flight; undefined when its blob is (now) best served from the store or not joinable. */
-  async function joinFlight(
-    digest: Digest,
-    spec: RangeSpec | undefined,
-    flight: Flight,
-    source: FillSource,
-  ): Promise<Omit<BlobResult, 'outcome'> | undefined> {
-    const fill = await flight.fill;
-    if (!fill || fill.complete) return fromStore(digest, spec);
-    if (fill.error) throw unavailable(fill.error);
-    if (fill instanceof Fill && !fill.joinable) return undefined;
-    return readFrom(fill, digest, spec, source);
-  }
-
-  function readFrom(fill: Source, digest: Digest, spec: RangeSpec | undefined, source: FillSource): Omit<BlobResult, 'outcome'> {
-    const range = spec && fill.sizeBytes !== undefined ? resolveRange(spec, fill.sizeBytes) : undefined;
-    const body = fill.openReader(range, source, countBytes(source));
-    metrics.fillWaiters.inc();
-    body.once('close', () => metrics.fillWaiters.dec());
-    return { digest, sizeBytes: fill.sizeBytes, range, body };
-  }
-
-  /** A second fetch that only streams through: the flight for this digest cannot take joiners. */
-  async function relayAlone(route: Route, digest: Digest, spec: RangeSpec | undefined): Promise<Omit<BlobResult, 'outcome'>> {
-    const fill = await begin(route, digest, false);
-    const result = readFrom(fill, digest, spec, 'upstream');
-    void fill.done.then(() => fill.release(), () => fill.release());
-    return result;
-  }
-
-  async function getBlob(route: Route, digest: Digest, spec: RangeSpec | undefined): Promise<BlobResult> {
-    const { upstream } = upstreamFor(deps, route);
-    const known = (await deps.store.blobs.stat(digest)) !== undefined || flights.has(digest);
-    if (known) {
-      const flight = flights.get(digest);
-      const sameOrigin = flight && flight.origin.upstream === route.upstream && flight.origin.repository === route.repository;
-      if (upstream.hasCredentials && !sameOrigin) await ensureLinked(deps, route, digest, 'blobs');
-    }
-    const hit = await fromStore(digest, spec);
-    if (hit) return { ...hit, outcome: 'hit' };
-    const existing = flights.get(digest);
-    if (existing) {
-      const joined = await joinFlight(digest, spec, existing, 'cache');
-      if (joined) return { ...joined, outcome: 'coalesced' };
-    }
-    if (deps.config.offline) throw offlineMiss(deps, 'BLOB_UNKNOWN', `blob ${digest}`);
-    const current = flights.get(digest);
-    if (current && current === existing) return { ...(await relayAlone(route, digest, spec)), outcome: 'miss' };
-    const flight = current ?? startFill(route, digest);
-    const started = await joinFlight(digest, spec, flight, 'upstream');
-    if (started) return { ...started, outcome: flight === current ? 'coalesced' : 'miss' };
-    return { ...(await relayAlone(route, digest, spec)), outcome: 'miss' };
+  function countBytes(from: FillSource): (n: number) => void {
+    return (n) => {
+      metrics.bytesServed.inc({ source: from }, n);
+      if (from === 'cache') metrics.bandwidthSaved.inc(n);
+    };
   }
 
   async function headBlob(route: Route, digest: Digest): Promise<BlobHead> {
     const { upstream } = upstreamFor(deps, route);
-    const stored = await deps.store.blobs.stat(digest);
+    const stored = await store.blobs.stat(digest);
     const flight = flights.get(digest);
     if (stored !== undefined || flight) {
       if (upstream.hasCredentials) await ensureLinked(deps, route, digest, 'blobs');
@@ -194,11 +215,13 @@ export function createBlobs(deps: MirrorDeps): Blobs {
         index.touch(digest, stored);
         return { digest, sizeBytes: stored, outcome: 'hit' };
       }
-      const fill = await flight?.fill.catch(() => undefined);
-      if (fill?.sizeBytes !== undefined) return { digest, sizeBytes: fill.sizeBytes, outcome: 'coalesced' };
+      // A flight that failed to start is answered like no flight: by the upstream below.
+      const source = await flight?.source.catch(() => undefined);
+      if (source?.sizeBytes !== undefined) return { digest, sizeBytes: source.sizeBytes, outcome: 'coalesced' };
     }
     if (deps.config.offline) throw offlineMiss(deps, 'BLOB_UNKNOWN', `blob ${digest}`);
-    // HEAD never starts a fill (LESSONS §16): ask the upstream, download nothing.
+    // HEAD never starts a fill: a client's HEAD is a question, and answering it with a download
+    // would fetch every blob it merely checks for (OCI distribution spec, "Checking if content exists").
     const response = await upstream.request({
       method: 'HEAD',
       repository: route.repository,
@@ -222,7 +245,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     },
     async drain() {
       while (flights.size > 0) {
-        await Promise.allSettled([...flights.values()].map((f) => f.fill.then((fill) => fill?.done)));
+        await Promise.allSettled([...flights.values()].map((f) => f.source.then((source) => source?.done)));
       }
       await start.idle();
     },

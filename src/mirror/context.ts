@@ -36,10 +36,12 @@ export function upstreamFor(deps: MirrorDeps, route: Route): { upstream: Upstrea
 }
 
 /**
- * Anything but a 404 from the upstream means it failed us (DNS, refused, timeout, 5xx,
- * 429, 401/403): a known tag may then be served stale. A 404 is an answer.
+ * Whether a known tag may be served stale after `err`: anything but a 404 from the
+ * upstream means it failed us (DNS, refused, timeout, 5xx, 429, 401/403). A 404 is an
+ * answer. Wider than upstream/failure.ts's `isUpstreamFailure`, which is only what the
+ * client itself classified.
  */
-export function isUpstreamFailure(err: unknown): boolean {
+export function mayServeStale(err: unknown): boolean {
   return !(err instanceof RegistryError) || err.statusCode !== 404;
 }
 
@@ -75,7 +77,11 @@ export function contentLength(value: string | undefined): number | undefined {
   return Number(value);
 }
 
-/** Confirms, for an upstream with credentials, that `repository` may see `digest` (LESSONS §25). */
+/**
+ * Confirms, for an upstream with credentials, that `repository` may see `digest`: the
+ * store is shared by every repository, and a private blob fetched for one must not be
+ * served to another that the upstream would refuse.
+ */
 export async function ensureLinked(
   deps: MirrorDeps,
   route: Route,

@@ -3,51 +3,51 @@
  * take the `fill-<hex>` lock and lead (fetch, spool, say where the spool is), or follow
  * the spool of the process holding the lock, or find the blob committed meanwhile.
  * Without a writable store (no lock, no room) the blob is relayed for this process alone.
+ * The fill lock and the fill record are named here and nowhere else in the mirror.
  */
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
+import type { FillRecord } from '../store/fill-records.js';
 import { lockNames } from '../store/layout.js';
+import type { Store } from '../store/store.js';
 import { currentOwner, isDeadOwner, type Lease } from '../store/lock.js';
 import { contentLength, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill } from './fill.js';
 import { RemoteFill } from './remote-fill.js';
-
-/** A download this process serves from: its own fill, or one another process writes. */
-export type Source = Fill | RemoteFill;
+import type { Source } from './source.js';
 
 export interface FillStart {
   /** Undefined: another process committed the blob meanwhile; serve it from the store. */
   acquire(route: Route, digest: Digest): Promise<Source | undefined>;
-  /** Fetches now, without the lock: `spool: false` relays and stores nothing. */
-  begin(route: Route, digest: Digest, spool: boolean): Promise<Fill>;
+  /** Fetches now for one request, without the lock, and stores nothing. */
+  relay(route: Route, digest: Digest): Promise<Source>;
   /** Resolves when every fill led here has let go of its lock and record. */
   idle(): Promise<void>;
 }
 
-/** Free space kept beyond a blob's size before it is spooled. */
-const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
 const FOLLOW_POLL_MS = 50;
 
 export function createFillStart(deps: MirrorDeps): FillStart {
   const { metrics, store, index, health } = deps;
+  const now = deps.now ?? Date.now;
   const owner = currentOwner();
   const leading = new Set<Promise<void>>();
 
-  /** Room for `sizeBytes` more on the disk, evicting if that makes it; false when not. */
+  /** Room to spool `sizeBytes`; what to evict for it is the store budget's decision. */
   async function hasRoom(sizeBytes: number | undefined): Promise<boolean> {
     if (!health.writable()) return false;
-    const needed = (sizeBytes ?? 0) + DISK_RESERVE_BYTES;
-    let free = await store.blobs.freeBytes();
-    if (free >= needed) return true;
-    await index.prune({ targetBytes: Math.max(0, index.sizeBytes - (needed - free)), dryRun: false });
-    free = await store.blobs.freeBytes();
-    if (free >= needed) return true;
-    health.failed(Object.assign(new Error(`${free} bytes free, ${needed} needed`), { code: 'ENOSPC' }), 'blob');
+    // A store that cannot say whether there is room is no place to spool: the blob is relayed.
+    const room = await index.makeRoom(sizeBytes).catch(() => undefined);
+    if (!room) return false;
+    if (room.fits) return true;
+    const full = new Error(`${room.freeBytes} bytes free, ${room.neededBytes} needed`);
+    health.failed(Object.assign(full, { code: 'ENOSPC' }), 'blob');
     return false;
   }
 
-  async function begin(route: Route, digest: Digest, spool: boolean): Promise<Fill> {
+  /** GETs the blob; spools it when leading (and there is room), else relays it. */
+  async function fetch(route: Route, digest: Digest, leader: FillClaim | undefined): Promise<Fill> {
     const { upstream } = upstreamFor(deps, route);
     const response = await upstream.request({
       method: 'GET',
@@ -56,98 +56,140 @@ export function createFillStart(deps: MirrorDeps): FillStart {
       notFound: 'BLOB_UNKNOWN',
     });
     const sizeBytes = contentLength(response.headers['content-length']);
-    return Fill.begin(
-      {
-        digest,
-        sizeBytes,
-        store,
-        spool: spool && (await hasRoom(sizeBytes).catch(() => false)),
-        onUpstreamBytes: (n) => metrics.upstreamBytes.inc({ upstream: route.upstream }, n),
-        onWriteFailure: (err) => {
-          health.failed(err, 'blob');
-          void store.fills.remove(digest).catch(() => undefined);
-        },
+    const options = {
+      digest,
+      sizeBytes,
+      store,
+      now,
+      spool: leader !== undefined && (await hasRoom(sizeBytes)),
+      onUpstreamBytes: (n: number) => metrics.upstreamBytes.inc({ upstream: route.upstream }, n),
+      onWriteFailure: (err: unknown) => {
+        health.failed(err, 'blob');
+        void leader?.removeRecord();
       },
-      response.body,
-    );
+    };
+    return Fill.begin(options, response.body);
   }
 
   /** Holding the fill lock: fetch, and tell other processes where the spool is. */
-  async function lead(route: Route, digest: Digest, lease: Lease): Promise<Fill | undefined> {
+  async function lead(route: Route, digest: Digest, claim: FillClaim, lease: Lease): Promise<Fill> {
     try {
-      if ((await store.blobs.stat(digest)) !== undefined) throw new Committed();
-      // Records only speed up other processes; a full disk must not fail the pull over one.
-      await store.fills.write(digest, { owner }).catch(() => undefined);
-      const fill = await begin(route, digest, true);
+      await claim.writeRecord({ owner });
+      const fill = await fetch(route, digest, claim);
       // Off the path to the first byte; the record is removed only after it is written.
-      const recorded = fill.spoolPath
-        ? store.fills.write(digest, { owner, spool: fill.spoolPath, ...sized(fill.sizeBytes) }).catch(() => undefined)
-        : Promise.resolve();
+      const recorded = fill.spoolPath ? claim.writeRecord({ owner, spool: fill.spoolPath, ...sized(fill.sizeBytes) }) : undefined;
+      // Committed, relayed or failed: the lock and record go either way (a failure is the fill's to report).
       const over = fill.done
         .catch(() => undefined)
         .then(() => recorded)
-        .finally(() => letGo(digest, lease));
+        .finally(() => letGo(claim, lease));
       leading.add(over);
       void over.finally(() => leading.delete(over));
       return fill;
     } catch (err) {
-      await letGo(digest, lease);
-      if (err instanceof Committed) return undefined;
+      await letGo(claim, lease);
       throw err;
     }
   }
 
-  async function letGo(digest: Digest, lease: Lease): Promise<void> {
-    await store.fills.remove(digest).catch(() => undefined);
+  async function letGo(claim: FillClaim, lease: Lease): Promise<void> {
+    await claim.removeRecord();
     await lease.release();
   }
 
   /**
-   * One fetch per digest across every process on this store: take the fill lock and
-   * lead, or follow the spool of the process that holds it.
+   * The lock's last holder may have committed the blob after this request missed the
+   * store: then there is nothing to fetch, and a lease taken is given back. A failed
+   * look gives it back too, and throws.
    */
+  async function committedMeanwhile(claim: FillClaim, lease: Lease | undefined): Promise<boolean> {
+    let stored = true;
+    try {
+      stored = (await store.blobs.stat(claim.digest)) !== undefined;
+      return stored;
+    } finally {
+      if (stored && lease) await letGo(claim, lease);
+    }
+  }
+
   async function acquire(route: Route, digest: Digest): Promise<Source | undefined> {
     const { config } = upstreamFor(deps, route);
-    const deadline = Date.now() + config.timeouts.connectMs + config.timeouts.headersMs + 10_000;
-    const lockName = lockNames.fill(digest);
+    const deadline = now() + config.timeouts.connectMs + config.timeouts.headersMs + 10_000;
+    const claim = fillClaim(store, digest);
     for (;;) {
-      const lease = await store.locks.tryLock(lockName).catch((err: unknown) => {
-        // No lock without a writable store: fetch for this process alone, relayed.
+      const lease = await claim.tryLock().catch((err: unknown) => {
         health.failed(err, 'lock');
         return null;
       });
-      if (lease === null) return begin(route, digest, false);
-      if (lease) return lead(route, digest, lease);
-      if ((await store.blobs.stat(digest)) !== undefined) return undefined;
-      const record = await store.fills.find(digest);
+      // No lock without a writable store: fetch for this process alone, relayed.
+      if (lease === null) return fetch(route, digest, undefined);
+      if (await committedMeanwhile(claim, lease)) return undefined;
+      if (lease) return lead(route, digest, claim, lease);
+      const record = await claim.findRecord();
       if (record?.spool) {
         const stallMs = config.timeouts.bodyMs + 5_000;
-        const remote = await RemoteFill.follow({ digest, sizeBytes: record.sizeBytes, store, stallMs }, record.spool);
+        const options = { digest, sizeBytes: record.sizeBytes, store, stallMs, now, writerAlive: claim.writerAlive };
+        const remote = await RemoteFill.follow(options, record.spool);
         if (remote) return remote;
         continue;
       }
       if (record && isDeadOwner(record.owner)) {
-        await store.locks.breakLock(lockName);
+        await claim.breakLock();
         continue;
       }
-      if (Date.now() > deadline) {
+      if (now() > deadline) {
         throw new RegistryError('UNAVAILABLE', 'another process is fetching this blob and has not started', { statusCode: 503 });
       }
       await new Promise((resolve) => setTimeout(resolve, FOLLOW_POLL_MS));
     }
   }
 
+  async function relay(route: Route, digest: Digest): Promise<Source> {
+    const fill = await fetch(route, digest, undefined);
+    void fill.done.then(
+      () => fill.release(),
+      () => fill.release(),
+    );
+    return fill;
+  }
+
   return {
     acquire,
-    begin,
+    relay,
     async idle() {
       await Promise.allSettled([...leading]);
     },
   };
 }
 
-/** Thrown inside `lead` when another process committed the blob first. */
-class Committed extends Error {}
+/**
+ * One digest's cross-process claim: the `fill-<hex>` lock and the record beside it that
+ * says who leads and where the spool is. Records only speed up other processes, so
+ * writing or removing one never fails a pull (a full disk must not cost the blob).
+ */
+interface FillClaim {
+  readonly digest: Digest;
+  tryLock(): Promise<Lease | undefined>;
+  breakLock(): Promise<void>;
+  findRecord(): Promise<FillRecord | undefined>;
+  writeRecord(record: FillRecord): Promise<void>;
+  removeRecord(): Promise<void>;
+  /** The leader still holds the lock and its record. */
+  writerAlive(): Promise<boolean>;
+}
+
+function fillClaim(store: Store, digest: Digest): FillClaim {
+  const lockName = lockNames.fill(digest);
+  return {
+    digest,
+    tryLock: () => store.locks.tryLock(lockName),
+    breakLock: () => store.locks.breakLock(lockName),
+    findRecord: () => store.fills.find(digest),
+    writeRecord: (record) => store.fills.write(digest, record).catch(() => undefined),
+    removeRecord: () => store.fills.remove(digest).catch(() => undefined),
+    writerAlive: async () => (await store.fills.find(digest)) !== undefined && (await store.locks.isLocked(lockName)),
+  };
+}
 
 function sized(sizeBytes: number | undefined): { sizeBytes?: number } {
   return sizeBytes === undefined ? {} : { sizeBytes };

@@ -13,8 +13,9 @@
  * Bytes are spooled to a temp file while they are hashed; readers (first request, late
  * joiners, resumed ranges) tail that file at their own pace, so a slow client never
  * slows the fill and a client that leaves only destroys its own reader. The last byte
- * is held back from readers until the fill is verified: a wrong or short body can
- * never end cleanly (LESSONS §14).
+ * is held back from readers until the fill is verified, so a wrong or short body never
+ * ends cleanly: a client takes a clean end for a complete body, and a bad one would
+ * surface much later as a broken layer instead of as a failed pull.
  *
  * When the store cannot be written (ENOSPC, EROFS) the fill goes on without it: the
  * bytes already spooled are still read from the file, and each later chunk is handed
@@ -31,17 +32,14 @@ import type { Readable } from 'node:stream';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Digest } from '../oci/digest.js';
 import { closeBody } from './context.js';
-import { createSignal } from './signal.js';
 import type { TempFile } from '../store/blobs.js';
 import type { Store } from '../store/store.js';
-import { FillReader, type FillSource, type Spool } from './fill-reader.js';
-import type { ByteRange } from '../oci/range.js';
+import { SourceBase, type FillOutcome } from './source.js';
 
 const FIRST_READER_WAIT_MS = 10_000;
 
 export type FillState = 'fetching' | 'relaying' | 'committed' | 'relayed' | 'failed';
-/** How a fill that did not fail ended: stored, or only streamed through. */
-export type FillOutcome = 'committed' | 'relayed';
+export type { FillOutcome } from './source.js';
 
 export class FillError extends Error {
   constructor(
@@ -64,6 +62,7 @@ export interface FillOptions {
   readonly onUpstreamBytes?: (bytes: number) => void;
   /** Writing the spool or committing failed; the fill relays instead. */
   readonly onWriteFailure?: (err: unknown) => void;
+  readonly now?: () => number;
 }
 
 /** Bytes handed to readers from memory while relaying: `bytes` starts at `start`. */
@@ -72,40 +71,26 @@ interface Relay {
   readonly bytes: Buffer;
 }
 
-export class Fill implements Spool {
-  readonly digest: Digest;
-  readonly sizeBytes: number | undefined;
-  readonly startedAtMs = Date.now();
-  /** Settles when the fill commits or relays (resolves) or fails (rejects). Always handled. */
-  readonly done: Promise<FillOutcome>;
+export class Fill extends SourceBase {
+  readonly remote = false;
   #state: FillState = 'fetching';
   #written = 0;
   /** Bytes durably in the spool file; the rest (relaying) come from `#relay`. */
   #spoolEnd = 0;
   #relay: Relay | undefined;
-  #error: Error | undefined;
-  #readers = new Set<FillReader>();
-  #released = false;
   #readHandle: FileHandle | undefined;
-  readonly #progress = createSignal();
-  /** Fires when a reader moves or leaves (relaying waits for the slowest). */
-  readonly #moved = createSignal();
-  #settle!: { resolve: (outcome: FillOutcome) => void; reject: (err: Error) => void };
+  /** The truncated spool of a fill that turned to relaying, removed once its readers are done. */
+  #discardAfterReaders: TempFile | undefined;
   readonly #options: FillOptions;
   /** The spool file other processes may follow; undefined when relaying from the start. */
   readonly spoolPath: string | undefined;
 
   private constructor(options: FillOptions, readHandle: FileHandle | undefined, spoolPath?: string) {
+    super(options);
     this.spoolPath = spoolPath;
-    this.digest = options.digest;
-    this.sizeBytes = options.sizeBytes;
     this.#options = options;
     this.#readHandle = readHandle;
     if (!readHandle) this.#state = 'relaying';
-    this.done = new Promise<FillOutcome>((resolve, reject) => {
-      this.#settle = { resolve, reject };
-    });
-    this.done.catch(() => undefined);
   }
 
   /** Creates the spool file (unless relaying) and starts copying `body`; returns at once. */
@@ -141,28 +126,12 @@ export class Fill implements Spool {
   }
 
   /** New requests may join: the spool holds every byte from the first, or nothing was relayed yet. */
-  get joinable(): boolean {
+  override get joinable(): boolean {
     return this.#state === 'fetching' || this.#state === 'committed' || (this.#state === 'relaying' && this.#written === 0);
   }
 
   get writtenBytes(): number {
     return this.#written;
-  }
-
-  get readerCount(): number {
-    return this.#readers.size;
-  }
-
-  get error(): Error | undefined {
-    return this.#error;
-  }
-
-  readableBytes(): number {
-    return this.complete ? this.#written : Math.max(0, this.#written - 1);
-  }
-
-  nextProgress(): Promise<void> {
-    return this.#progress.next();
   }
 
   async readAt(buffer: Buffer, position: number): Promise<number> {
@@ -174,27 +143,6 @@ export class Fill implements Spool {
     const relay = this.#relay;
     if (!relay || position < relay.start) return 0;
     return relay.bytes.copy(buffer, 0, position - relay.start);
-  }
-
-  /** A stream of the whole blob or a window of it, following the spool as it grows. */
-  openReader(range: ByteRange | undefined, source: FillSource, onBytes: (n: number) => void): Readable {
-    if (this.#released && this.#readers.size === 0 && this.#state !== 'fetching') {
-      throw new Error('fill already closed; serve from the store');
-    }
-    const moved = (n: number): void => {
-      onBytes(n);
-      this.#notifyMoved();
-    };
-    const reader = new FillReader(this, range, source, moved, (r) => this.#dropReader(r));
-    this.#readers.add(reader);
-    this.#notifyMoved();
-    return reader;
-  }
-
-  /** The owner stops handing this fill to new requests (it has settled). */
-  release(): void {
-    this.#released = true;
-    this.#closeIfUnused();
   }
 
   async #pump(body: Readable, temp: TempFile | undefined): Promise<void> {
@@ -211,7 +159,7 @@ export class Fill implements Spool {
         if (this.sizeBytes !== undefined && this.#written > this.sizeBytes) {
           throw new FillError(`upstream sent more than its Content-Length ${this.sizeBytes}`, 'size');
         }
-        this.#notify();
+        this.progressed();
         if (!spool) await this.#waitForReaders();
       }
       if (this.sizeBytes !== undefined && this.#written !== this.sizeBytes) {
@@ -222,17 +170,15 @@ export class Fill implements Spool {
         throw new FillError(`upstream sent ${actual} for ${this.digest}`, 'digest');
       }
       if (spool && !(await this.#commit(spool))) spool = undefined;
-      this.#state = spool ? 'committed' : 'relayed';
-      this.#settle.resolve(this.#state === 'committed' ? 'committed' : 'relayed');
+      const outcome: FillOutcome = spool ? 'committed' : 'relayed';
+      this.#state = outcome;
+      this.succeed(outcome);
     } catch (err) {
       closeBody(body);
       if (spool) await this.#options.store.blobs.discardTemp(spool).catch(() => undefined);
-      this.#error = err instanceof FillError ? err : new FillError(errorMessage(err), 'upstream', { cause: err });
       this.#state = 'failed';
-      this.#settle.reject(this.#error);
+      this.fail(err instanceof FillError ? err : new FillError(errorMessage(err), 'upstream', { cause: err }));
     }
-    this.#notify();
-    this.#closeIfUnused();
   }
 
   /** Appends to the spool; false when the store refused the write. */
@@ -267,8 +213,6 @@ export class Fill implements Spool {
     return undefined;
   }
 
-  #discardAfterReaders: TempFile | undefined;
-
   #relayChunk(chunk: Buffer): void {
     // Keep the previous last byte: it is held back from readers until the end.
     const previous = this.#relay;
@@ -280,15 +224,15 @@ export class Fill implements Spool {
 
   /** A relay has nowhere to put bytes before its first reader; it gives up after a bound. */
   async #waitForFirstReader(): Promise<void> {
-    const deadline = Date.now() + FIRST_READER_WAIT_MS;
-    while (this.#readers.size === 0) {
-      const left = deadline - Date.now();
+    const deadline = this.now() + FIRST_READER_WAIT_MS;
+    while (this.readers.size === 0) {
+      const left = deadline - this.now();
       if (left <= 0) throw new FillError('no client came to read a blob the store cannot take', 'write');
       let timer: NodeJS.Timeout | undefined;
       const timeout = new Promise<void>((resolve) => {
         timer = setTimeout(resolve, left);
       });
-      await Promise.race([this.#moved.next(), timeout]);
+      await Promise.race([this.moved.next(), timeout]);
       clearTimeout(timer);
     }
   }
@@ -296,40 +240,21 @@ export class Fill implements Spool {
   /** Relaying: the next chunk is read only once every reader took this one. */
   async #waitForReaders(): Promise<void> {
     for (;;) {
-      if (this.#readers.size === 0) {
+      if (this.readers.size === 0) {
         throw new FillError('the store cannot take the blob and no client is left to relay it to', 'write');
       }
       const target = this.readableBytes();
-      if ([...this.#readers].every((r) => r.position >= target || r.destroyed)) return;
-      await this.#moved.next();
+      if ([...this.readers].every((r) => r.position >= target || r.destroyed)) return;
+      await this.moved.next();
     }
   }
 
-  #notify(): void {
-    this.#progress.fire();
-  }
-
-  #notifyMoved(): void {
-    this.#moved.fire();
-  }
-
-  #dropReader(reader: FillReader): void {
-    this.#readers.delete(reader);
-    this.#notifyMoved();
-    this.#closeIfUnused();
-  }
-
-  #closeIfUnused(): void {
-    if (this.#released && !this.#active && this.#readers.size === 0) {
-      void this.#readHandle?.close().catch(() => undefined);
-      const spool = this.#discardAfterReaders;
-      this.#discardAfterReaders = undefined;
-      if (spool) void this.#options.store.blobs.discardTemp(spool).catch(() => undefined);
-    }
-  }
-
-  get #active(): boolean {
-    return this.#state === 'fetching' || this.#state === 'relaying';
+  protected override close(): void {
+    // A read-only handle loses nothing when its close fails; the temp area's sweep removes a spool left behind.
+    void this.#readHandle?.close().catch(() => undefined);
+    const spool = this.#discardAfterReaders;
+    this.#discardAfterReaders = undefined;
+    if (spool) void this.#options.store.blobs.discardTemp(spool).catch(() => undefined);
   }
 }
 

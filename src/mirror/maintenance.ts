@@ -27,6 +27,7 @@ export interface MaintenanceDeps {
   readonly index: CacheIndex;
   readonly records: Records;
   readonly log: Logger;
+  readonly now?: () => number;
 }
 
 /** A tenth of the idle TTL, within [1 min, 10 min]: TTL is honoured within 10 %. */
@@ -39,6 +40,7 @@ const FIRST_PASS_MS = 5_000;
 
 export function createMaintenance(deps: MaintenanceDeps): Maintenance {
   const { index, store, records, log, config } = deps;
+  const now = deps.now ?? Date.now;
   let timers: NodeJS.Timeout[] = [];
   let running: Promise<EvictionReport | undefined> | undefined;
 
@@ -46,11 +48,11 @@ export function createMaintenance(deps: MaintenanceDeps): Maintenance {
   function keepTag(upstream: string, checkedAtMs: number, digestStored: boolean): boolean {
     const policy = config.upstreams[upstream];
     if (!policy || !digestStored) return false;
-    return Date.now() - checkedAtMs < policy.freshForMs + policy.maxStaleMs + config.store.idleTtlMs;
+    return now() - checkedAtMs < policy.freshForMs + policy.maxStaleMs + config.store.idleTtlMs;
   }
 
   async function pass(): Promise<EvictionReport | undefined> {
-    const startedMs = Date.now();
+    const startedMs = now();
     try {
       const report = await index.maintain();
       const dropped = await records.sweepTags((upstream, record) => keepTag(upstream, record.checkedAtMs, index.has(record.digest)));
@@ -58,7 +60,7 @@ export function createMaintenance(deps: MaintenanceDeps): Maintenance {
       if (report.removed > 0 || dropped > 0 || temp > 0) {
         log.info(
           { removed: report.removed, removedBytes: report.removedBytes, ...report.byReason, tagsDropped: dropped, tempRemoved: temp,
-            sizeBytes: report.sizeBytes, entries: report.entries, durationMs: Date.now() - startedMs },
+            sizeBytes: report.sizeBytes, entries: report.entries, durationMs: now() - startedMs },
           'store maintained',
         );
       }

@@ -12,7 +12,7 @@ import {
   closeBody,
   contentLength,
   ensureLinked,
-  isUpstreamFailure,
+  mayServeStale,
   offlineMiss,
   readCapped,
   upstreamFor,
@@ -193,7 +193,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
       const result = await promise;
       return joined ? { ...result, outcome: 'coalesced' } : result;
     } catch (err) {
-      if (!record || !isUpstreamFailure(err) || ageMs >= config.freshForMs + config.maxStaleMs) throw err;
+      if (!record || !mayServeStale(err) || ageMs >= config.freshForMs + config.maxStaleMs) throw err;
       const stale = await fromRecord(record, method, 'stale');
       if (!stale) throw err;
       deps.metrics.staleServed.inc({ upstream: route.upstream });

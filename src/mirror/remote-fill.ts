@@ -12,58 +12,41 @@
  * as for a local fill. There is no cross-process notification, so progress is polled.
  */
 import { open, type FileHandle } from 'node:fs/promises';
-import type { Readable } from 'node:stream';
-import type { Digest } from '../oci/digest.js';
-import type { ByteRange } from '../oci/range.js';
-import { lockNames } from '../store/layout.js';
 import type { Store } from '../store/store.js';
-import { FillReader, type FillSource, type Spool } from './fill-reader.js';
-import { createSignal } from './signal.js';
+import { SourceBase, type SourceOptions } from './source.js';
 
 const POLL_MS = 25;
 /** While the spool does not grow, ask whether its writer is still there this often. */
 const LIVENESS_EVERY_MS = 1_000;
 
-export interface RemoteFillOptions {
-  readonly digest: Digest;
-  readonly sizeBytes: number | undefined;
-  readonly store: Store;
+export interface RemoteFillOptions extends SourceOptions {
+  readonly store: { readonly blobs: Pick<Store['blobs'], 'identify'> };
   /** Fail when the spool has not grown for this long (the writer's own body timeout, and some). */
   readonly stallMs: number;
+  /** Whether the writing process still holds the fill lock and its record. */
+  readonly writerAlive: () => Promise<boolean>;
 }
 
-export class RemoteFill implements Spool {
-  readonly digest: Digest;
-  readonly sizeBytes: number | undefined;
-  readonly startedAtMs = Date.now();
-  /** Resolves once the writer committed the blob we read. */
-  readonly done: Promise<'committed'>;
+export class RemoteFill extends SourceBase {
+  readonly remote = true;
   #handle: FileHandle;
   #written = 0;
   #complete = false;
-  #error: Error | undefined;
-  #readers = new Set<FillReader>();
-  readonly #progress = createSignal();
-  #settled = false;
-  #lastGrowthMs = Date.now();
-  #lastLivenessMs = Date.now();
-  #settle!: { resolve: (outcome: 'committed') => void; reject: (err: Error) => void };
+  #lastGrowthMs: number;
+  #lastLivenessMs: number;
   readonly #options: RemoteFillOptions;
 
   private constructor(options: RemoteFillOptions, handle: FileHandle) {
-    this.digest = options.digest;
-    this.sizeBytes = options.sizeBytes;
+    super(options);
     this.#options = options;
     this.#handle = handle;
-    this.done = new Promise<'committed'>((resolve, reject) => {
-      this.#settle = { resolve, reject };
-    });
-    this.done.catch(() => undefined);
+    this.#lastGrowthMs = this.startedAtMs;
+    this.#lastLivenessMs = this.startedAtMs;
   }
 
   /** Opens the spool; undefined when it is already gone (committed or failed meanwhile). */
   static async follow(options: RemoteFillOptions, spoolPath: string): Promise<RemoteFill | undefined> {
-    const handle = await open(spoolPath, 'r').catch(() => undefined);
+    const handle = await open(spoolPath, 'r').catch(ifGone);
     if (!handle) return undefined;
     const fill = new RemoteFill(options, handle);
     void fill.#poll();
@@ -74,24 +57,8 @@ export class RemoteFill implements Spool {
     return this.#complete;
   }
 
-  get error(): Error | undefined {
-    return this.#error;
-  }
-
   get writtenBytes(): number {
     return this.#written;
-  }
-
-  get readerCount(): number {
-    return this.#readers.size;
-  }
-
-  readableBytes(): number {
-    return this.#complete ? this.#written : Math.max(0, this.#written - 1);
-  }
-
-  nextProgress(): Promise<void> {
-    return this.#progress.next();
   }
 
   async readAt(buffer: Buffer, position: number): Promise<number> {
@@ -99,25 +66,15 @@ export class RemoteFill implements Spool {
     return bytesRead;
   }
 
-  openReader(range: ByteRange | undefined, source: FillSource, onBytes: (n: number) => void): Readable {
-    if (this.#settled && this.#readers.size === 0) throw new Error('remote fill already closed; serve from the store');
-    const reader = new FillReader(this, range, source, onBytes, (r) => {
-      this.#readers.delete(r);
-      this.#closeIfUnused();
-    });
-    this.#readers.add(reader);
-    return reader;
-  }
-
   async #poll(): Promise<void> {
     try {
       while (!this.#complete) {
         const info = await this.#handle.stat();
-        const now = Date.now();
+        const now = this.now();
         if (info.size > this.#written) {
           this.#written = info.size;
           this.#lastGrowthMs = now;
-          this.#notify();
+          this.progressed();
         } else if (await this.#isCommitted(info.ino, info.size)) {
           this.#complete = true;
         } else if (now - this.#lastLivenessMs >= LIVENESS_EVERY_MS) {
@@ -126,14 +83,10 @@ export class RemoteFill implements Spool {
         }
         if (!this.#complete) await sleep(POLL_MS);
       }
-      this.#settle.resolve('committed');
+      this.succeed('committed');
     } catch (err) {
-      this.#error = err instanceof Error ? err : new Error(String(err));
-      this.#settle.reject(this.#error);
+      this.fail(err instanceof Error ? err : new Error(String(err)));
     }
-    this.#settled = true;
-    this.#notify();
-    this.#closeIfUnused();
   }
 
   async #isCommitted(inode: number, sizeBytes: number): Promise<boolean> {
@@ -143,10 +96,7 @@ export class RemoteFill implements Spool {
   }
 
   async #checkWriter(now: number): Promise<void> {
-    const { store, digest } = this.#options;
-    const record = await store.fills.find(digest);
-    const locked = await store.locks.isLocked(lockNames.fill(digest));
-    if (!record || !locked) {
+    if (!(await this.#options.writerAlive())) {
       // A last look: the writer may have committed between our two checks.
       const info = await this.#handle.stat();
       if (info.size === this.#written && (await this.#isCommitted(info.ino, info.size))) return;
@@ -157,13 +107,16 @@ export class RemoteFill implements Spool {
     }
   }
 
-  #notify(): void {
-    this.#progress.fire();
+  protected override close(): void {
+    // A read-only handle loses nothing when its close fails.
+    void this.#handle.close().catch(() => undefined);
   }
+}
 
-  #closeIfUnused(): void {
-    if (this.#settled && this.#readers.size === 0) void this.#handle.close().catch(() => undefined);
-  }
+/** The spool was committed (renamed away) or discarded before we opened it. */
+function ifGone(err: unknown): undefined {
+  if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+  throw err;
 }
 
 function sleep(ms: number): Promise<void> {

@@ -69,6 +69,14 @@ export interface PruneOptions {
   readonly dryRun: boolean;
 }
 
+/** Whether a blob about to be spooled fits on the disk, and the figures that decided it. */
+export interface Room {
+  readonly fits: boolean;
+  readonly freeBytes: number;
+  /** The blob's size plus the reserve kept free beyond it. */
+  readonly neededBytes: number;
+}
+
 export interface CacheIndex {
   /** Reads the snapshot, or scans the disk when there is none or it is damaged. */
   load(): Promise<'snapshot' | 'scan'>;
@@ -85,6 +93,12 @@ export interface CacheIndex {
   overBudget(): boolean;
   /** Rescan, evict idle content, evict down to the low watermark, save the snapshot. */
   maintain(): Promise<EvictionReport>;
+  /**
+   * Room on the disk for a blob of `sizeBytes` (undefined: not announced) plus a reserve,
+   * evicting the least recently served content when that makes it. The fill asks before
+   * it spools; it never decides on eviction itself.
+   */
+  makeRoom(sizeBytes: number | undefined): Promise<Room>;
   /** The operator's eviction (CLI `prune`): by target size and/or age; dry run by default. */
   prune(options: PruneOptions): Promise<EvictionReport>;
   /** Digests from least to most recently served, with what the index knows of them. */
@@ -95,6 +109,8 @@ export interface CacheIndex {
 /** A hit moves the file's mtime at most this often: recency for other processes. */
 const TOUCH_EVERY_MS = 60_000;
 const SNAPSHOT_VERSION = 1;
+/** Free space kept beyond a blob's size before it is spooled. */
+const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
 
 export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
   const { store } = options;
@@ -327,6 +343,16 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
           false,
         ),
       ),
+    async makeRoom(sizeBytes) {
+      const neededBytes = (sizeBytes ?? 0) + DISK_RESERVE_BYTES;
+      let freeBytes = await store.blobs.freeBytes();
+      if (freeBytes < neededBytes) {
+        const targetBytes = Math.max(0, totalBytes - (neededBytes - freeBytes));
+        await exclusive(() => evict(undefined, () => targetBytes, false));
+        freeBytes = await store.blobs.freeBytes();
+      }
+      return { fits: freeBytes >= neededBytes, freeBytes, neededBytes };
+    },
     prune: (prune) =>
       exclusive(() =>
         evict(prune.olderThanMs === undefined ? undefined : now() - prune.olderThanMs, () => prune.targetBytes, prune.dryRun),

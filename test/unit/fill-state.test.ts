@@ -8,6 +8,7 @@ import { parseDigest, type Digest } from '../../src/oci/digest.js';
 import { DigestMismatchError } from '../../src/store/blobs.js';
 import { createStore, type Store } from '../../src/store/store.js';
 import { Fill, FillError } from '../../src/mirror/fill.js';
+import { RemoteFill } from '../../src/mirror/remote-fill.js';
 import { tempFiles } from '../support/store.js';
 
 const digestOf = (body: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(body).digest('hex')}`);
@@ -172,6 +173,59 @@ describe('fill state machine', () => {
     upstream.end(body);
     expect((await reader.done).equals(body.subarray(100, 200))).toBe(true);
     expect(counted).toBe(100);
+    fill.release();
+  });
+
+  it('lets another process follow the spool: its reader ends with every byte once the blob is committed', async () => {
+    const body = randomBytes(2 << 20);
+    const { upstream, fill } = await begin(body);
+    const spool = fill.spoolPath;
+    expect(spool).toBeDefined();
+    const alive = async (): Promise<boolean> => true;
+    const options = { digest: fill.digest, sizeBytes: body.length, store, stallMs: 60_000, writerAlive: alive };
+    const remote = await RemoteFill.follow(options, spool as string);
+    if (!remote) throw new Error('the spool could not be followed');
+    expect(remote.remote).toBe(true);
+    const reader = collect(remote.openReader(undefined, 'cache', noop));
+    upstream.write(body.subarray(0, 1 << 20));
+    await settle();
+    expect(remote.complete).toBe(false);
+    upstream.end(body.subarray(1 << 20));
+    await fill.done;
+    await expect(remote.done).resolves.toBe('committed');
+    expect((await reader.done).equals(body)).toBe(true);
+    expect(remote.writtenBytes).toBe(body.length);
+    remote.release();
+    fill.release();
+  });
+
+  it('fails a followed fill, and destroys its readers, when the writing process is gone before the end', async () => {
+    const body = randomBytes(100_000);
+    const temp = await store.blobs.createTemp();
+    await temp.handle.write(body.subarray(0, 50_000), 0, 50_000, 0);
+    // The clock leaps a second per look, so the writer's liveness is asked at once.
+    let clock = 0;
+    const now = (): number => (clock += 1_000);
+    const gone = async (): Promise<boolean> => false;
+    const options = { digest: digestOf(body), sizeBytes: body.length, store, stallMs: 60_000, now, writerAlive: gone };
+    const remote = await RemoteFill.follow(options, temp.path);
+    if (!remote) throw new Error('the spool could not be followed');
+    const reader = collect(remote.openReader(undefined, 'cache', noop));
+    await expect(remote.done).rejects.toThrow(/stopped before it was complete/);
+    await expect(reader.done).rejects.toThrow(/upstream transfer failed/);
+    expect(reader.received()).toBeLessThan(50_000);
+    expect(remote.startedAtMs).toBe(1_000);
+    remote.release();
+    await store.blobs.discardTemp(temp);
+  });
+
+  it('takes its times from the clock it is given', async () => {
+    const body = randomBytes(1000);
+    const upstream = new PassThrough();
+    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes: body.length, store, now: () => 42_000 }, upstream);
+    expect(fill.startedAtMs).toBe(42_000);
+    upstream.end(body);
+    await fill.done;
     fill.release();
   });
 });
