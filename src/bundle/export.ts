@@ -8,7 +8,7 @@ import { createReadStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ImageRef } from '../oci/image-ref.js';
-import { referencedDigests } from '../oci/manifest.js';
+import { loadedManifest, storedManifests, walkImage } from '../oci/walk.js';
 import type { BlobStore } from '../store/blob-store.js';
 import type { Records } from '../store/records.js';
 import { blobPath, layoutIndex, LAYOUT_FILE, LAYOUT_VERSION, INDEX_FILE, type BundleImage } from './layout.js';
@@ -103,32 +103,25 @@ export function globMatcher(pattern: string): (name: string) => boolean {
 
 /** The image's manifests and blobs, all of which must be stored; index children only when present. */
 async function closure(store: BlobStore, top: Digest): Promise<{ mediaType: string; sizeBytes: number; content: Map<Digest, number> }> {
+  const stored = await store.readManifest(top);
+  if (!stored) throw new Error(`manifest ${top} is not in the cache`);
+  const root = loadedManifest(top, stored.mediaType, stored.body);
   const content = new Map<Digest, number>();
-  const manifest = await store.readManifest(top);
-  if (!manifest) throw new Error(`manifest ${top} is not in the cache`);
-  content.set(top, manifest.body.length);
-  const children = referencedDigests(manifest.body);
-  const isIndex = Array.isArray((JSON.parse(manifest.body.toString('utf8')) as { manifests?: unknown }).manifests);
   let platforms = 0;
-  for (const child of children) {
-    if (isIndex) {
-      const sub = await store.readManifest(child);
-      if (!sub) continue;
-      content.set(child, sub.body.length);
-      await requireBlobs(store, referencedDigests(sub.body), content);
-      platforms += 1;
-    } else {
-      await requireBlobs(store, [child], content);
+  for await (const part of walkImage(root, storedManifests((digest) => store.readManifest(digest)))) {
+    if (part.kind === 'manifest') {
+      content.set(part.loaded.digest, part.loaded.body.length);
+      if (part.descriptor) platforms += 1;
+    } else if (part.kind === 'blob') {
+      content.set(part.descriptor.digest, await requireBlob(store, part.descriptor.digest));
     }
   }
-  if (isIndex && platforms === 0) throw new Error(`no platform of index ${top} is in the cache`);
-  return { mediaType: manifest.mediaType, sizeBytes: manifest.body.length, content };
+  if (root.manifest.kind === 'index' && platforms === 0) throw new Error(`no platform of index ${top} is in the cache`);
+  return { mediaType: stored.mediaType, sizeBytes: stored.body.length, content };
 }
 
-async function requireBlobs(store: BlobStore, digests: readonly Digest[], into: Map<Digest, number>): Promise<void> {
-  for (const digest of digests) {
-    const size = await store.statBlob(digest);
-    if (size === undefined) throw new Error(`blob ${digest} is not in the cache (evicted, or never pulled): warm the image again`);
-    into.set(digest, size);
-  }
+async function requireBlob(store: BlobStore, digest: Digest): Promise<number> {
+  const size = await store.statBlob(digest);
+  if (size === undefined) throw new Error(`blob ${digest} is not in the cache (evicted, or never pulled): warm the image again`);
+  return size;
 }

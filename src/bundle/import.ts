@@ -9,10 +9,9 @@
 import type { Readable } from 'node:stream';
 import type { Config } from '../config-types.js';
 import { createUpstreamTable } from '../config.js';
-import { findDigest, type Digest } from '../oci/digest.js';
+import type { Digest } from '../oci/digest.js';
 import { parseImageRef } from '../oci/image-ref.js';
-import { manifestMediaType } from '../oci/media-types.js';
-import { referencedDigests } from '../oci/manifest.js';
+import { loadedManifest, storedManifests, walkImage } from '../oci/walk.js';
 import { DigestMismatchError, type BlobStore } from '../store/blob-store.js';
 import type { CacheIndex } from '../store/cache-index.js';
 import type { Records } from '../store/records.js';
@@ -94,6 +93,7 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
     }
     return { images, skipped, added, present: present.size, bytes };
   } finally {
+    // Best effort: a temp file left behind is swept with the temp area; the import's own error matters more.
     for (const { path } of staged.values()) await deps.store.discardStaged(path).catch(() => undefined);
   }
 }
@@ -102,19 +102,21 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
 async function register(deps: ImportDeps, image: BundleImage): Promise<void> {
   const ref = parseImageRef(image.name, createUpstreamTable(deps.config));
   const body = await manifestBody(deps.store, image.digest);
-  const digests = [image.digest];
-  await deps.store.putManifest(image.digest, image.mediaType || manifestMediaType(body), body);
-  const doc = JSON.parse(body.toString('utf8')) as { manifests?: { digest?: string; mediaType?: string }[] };
-  if (Array.isArray(doc.manifests)) {
-    for (const child of doc.manifests) {
-      const digest = findDigest(child.digest);
-      if (!digest || (await deps.store.statBlob(digest)) === undefined) continue;
-      const childBody = await manifestBody(deps.store, digest);
-      await deps.store.putManifest(digest, child.mediaType ?? manifestMediaType(childBody), childBody);
-      digests.push(digest, ...(await requirePresent(deps.store, referencedDigests(childBody))));
+  const root = loadedManifest(image.digest, image.mediaType || undefined, body);
+  const children = storedManifests(async (digest) => {
+    const childBody = await deps.store.readBlob(digest);
+    return childBody && { body: childBody };
+  });
+  const digests: Digest[] = [];
+  for await (const part of walkImage(root, children)) {
+    if (part.kind === 'manifest') {
+      const mediaType = part.descriptor ? part.descriptor.mediaType : image.mediaType || root.mediaType;
+      await deps.store.putManifest(part.loaded.digest, mediaType, part.loaded.body);
+      digests.push(part.loaded.digest);
+    } else if (part.kind === 'blob') {
+      if ((await deps.store.statBlob(part.descriptor.digest)) === undefined) throw new Error(`the bundle lacks blob ${part.descriptor.digest}`);
+      digests.push(part.descriptor.digest);
     }
-  } else {
-    digests.push(...(await requirePresent(deps.store, referencedDigests(body))));
   }
   for (const digest of digests) await deps.records.putLink(ref.upstream, ref.repository, digest);
   if (ref.reference.kind === 'tag') {
@@ -131,13 +133,6 @@ async function manifestBody(store: BlobStore, digest: Digest): Promise<Buffer> {
   const body = await store.readBlob(digest);
   if (!body) throw new Error(`the bundle lacks manifest ${digest}`);
   return body;
-}
-
-async function requirePresent(store: BlobStore, digests: readonly Digest[]): Promise<Digest[]> {
-  for (const digest of digests) {
-    if ((await store.statBlob(digest)) === undefined) throw new Error(`the bundle lacks blob ${digest}`);
-  }
-  return [...digests];
 }
 
 async function* counted(body: AsyncIterable<Buffer>, onBytes: (n: number) => void): AsyncIterable<Buffer> {
