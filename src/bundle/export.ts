@@ -8,6 +8,7 @@ import { createReadStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ImageRef } from '../oci/image-ref.js';
+import { compilePattern } from '../oci/repository-pattern.js';
 import { loadedManifest, storedManifests, walkImage } from '../oci/walk.js';
 import type { BlobStore } from '../store/blob-store.js';
 import type { Records } from '../store/records.js';
@@ -81,24 +82,14 @@ async function selected(deps: ExportDeps, selection: ExportSelection): Promise<{
       }),
     );
   }
-  const match = selection.pattern === undefined ? () => true : globMatcher(selection.pattern);
+  const pattern = selection.pattern === undefined ? undefined : compilePattern(selection.pattern);
   const found: { name: string; digest: Digest }[] = [];
   for (const repo of await deps.records.listRepositories()) {
     const base = `${repo.upstream}/${repo.repository}`;
-    if (!match(base)) continue;
+    if (pattern && !pattern.test(base)) continue;
     for (const [tag, digest] of repo.tags) found.push({ name: `${base}:${tag}`, digest });
   }
   return found.sort((a, b) => a.name.localeCompare(b.name));
-}
-
-/** `*` matches within a path component, `**` across them: `docker.io/library/*`, `ghcr.io/**`. */
-export function globMatcher(pattern: string): (name: string) => boolean {
-  const source = pattern
-    .split('**')
-    .map((part) => part.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*'))
-    .join('.*');
-  const regex = new RegExp(`^${source}$`);
-  return (name) => regex.test(name);
 }
 
 /** The image's manifests and blobs, all of which must be stored; index children only when present. */
