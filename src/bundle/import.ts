@@ -114,8 +114,9 @@ async function register(deps: ImportDeps, image: BundleImage): Promise<void> {
       await deps.store.putManifest(part.loaded.digest, mediaType, part.loaded.body);
       digests.push(part.loaded.digest);
     } else if (part.kind === 'blob') {
-      if ((await deps.store.statBlob(part.descriptor.digest)) === undefined) throw new Error(`the bundle lacks blob ${part.descriptor.digest}`);
-      digests.push(part.descriptor.digest);
+      const { digest } = part.descriptor;
+      if ((await deps.store.statBlob(digest)) === undefined) throw new Error(`the bundle lacks blob ${digest}`);
+      digests.push(digest);
     }
   }
   for (const digest of digests) await deps.records.putLink(ref.upstream, ref.repository, digest);

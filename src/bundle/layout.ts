@@ -74,8 +74,8 @@ function parseLayoutIndex(body: Buffer): { readonly manifests: readonly Descript
   try {
     index = parseManifest(body, MEDIA_TYPES.ociIndex);
   } catch (err) {
-    if (err instanceof RegistryError && err.code === 'MANIFEST_INVALID') throw new Error(`index.json is not an image index: ${err.message}`, { cause: err });
-    throw err;
+    if (!(err instanceof RegistryError && err.code === 'MANIFEST_INVALID')) throw err;
+    throw new Error(`index.json is not an image index: ${err.message}`, { cause: err });
   }
   if (index.kind !== 'index') throw new Error('index.json has no manifests list');
   return index;

@@ -11,7 +11,7 @@ import type { Descriptor } from '../oci/manifest.js';
 import type { Route } from '../oci/path.js';
 import { formatPlatform, type Platform } from '../oci/platform.js';
 import { formatReference } from '../oci/reference.js';
-import { walkImage, type LoadedManifest, type ManifestLoader } from '../oci/walk.js';
+import { walkImage, type LoadedManifest, type ManifestLoader, type ManifestTarget } from '../oci/walk.js';
 
 export interface WarmedManifest extends LoadedManifest {
   readonly cached: boolean;
@@ -83,7 +83,8 @@ async function warmImage(
   const startedMs = Date.now();
   const route: Route = { upstream: ref.upstream, repository: ref.repository };
   const top = await slots.run(() => source.getManifest(route, formatReference(ref.reference)));
-  const { manifests, blobs, platforms } = await resolve(top, (d) => slots.run(() => source.getManifest(route, d.digest)), options.platforms);
+  const load = (target: ManifestTarget): Promise<WarmedManifest> => slots.run(() => source.getManifest(route, target.digest));
+  const { manifests, blobs, platforms } = await resolve(top, load, options.platforms);
   const manifestBytes = manifests.reduce((sum, m) => sum + m.body.length, 0);
   const bytes = manifestBytes + blobs.reduce((sum, b) => sum + b.size, 0);
   options.onEvent({ type: 'resolved', ref: text, digest: top.digest, platforms, blobs: blobs.length, bytes });

@@ -131,7 +131,8 @@ describe('walkImage', () => {
   const armLayer = blob('arm64 layer');
   const amd = image(sharedConfig, [amdLayer]);
   const arm = image(sharedConfig, [armLayer]);
-  const indexBody = json({ schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests: [entry(amd, 'linux/amd64'), entry(arm, 'linux/arm64/v8')] });
+  const manifests = [entry(amd, 'linux/amd64'), entry(arm, 'linux/arm64/v8')];
+  const indexBody = json({ schemaVersion: 2, mediaType: MEDIA_TYPES.ociIndex, manifests });
   const stored = new Map<Digest, Buffer>([
     [digestOf(amd), amd],
     [digestOf(arm), arm],
@@ -182,8 +183,13 @@ describe('walkImage', () => {
 
   it('reports an index entry the loader lacks as absent, and goes on', async () => {
     const load = storedManifests(async (digest) => (digest === digestOf(arm) ? { body: arm } : undefined));
-    const parts = await collect(load);
-    expect(parts).toEqual([`manifest ${root.digest}`, `absent ${digestOf(amd)}`, `manifest ${digestOf(arm)}`, `blob ${sharedConfig.digest}`, `blob ${armLayer.digest}`]);
+    expect(await collect(load)).toEqual([
+      `manifest ${root.digest}`,
+      `absent ${digestOf(amd)}`,
+      `manifest ${digestOf(arm)}`,
+      `blob ${sharedConfig.digest}`,
+      `blob ${armLayer.digest}`,
+    ]);
   });
 
   it('walks a single image manifest to its blobs without loading anything', async () => {
