@@ -92,8 +92,8 @@ async function* below<M extends LoadedManifest>(
 export type ManifestReader = (digest: Digest) => Promise<{ readonly mediaType?: string | undefined; readonly body: Buffer } | undefined>;
 
 /**
- * Loads index entries from stored bytes. An entry whose bytes are not a manifest we can
- * read counts as absent: it references nothing we could follow.
+ * Loads manifests from stored bytes. Bytes that are not a manifest we can read count as
+ * absent: they reference nothing we could follow.
  */
 export function storedManifests(read: ManifestReader): ManifestLoader {
   return async (target) => {
