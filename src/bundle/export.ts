@@ -8,7 +8,8 @@ import { createReadStream } from 'node:fs';
 import type { Writable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { ImageRef } from '../oci/image-ref.js';
-import { referencedDigests } from '../oci/manifest.js';
+import { compilePattern } from '../oci/repository-pattern.js';
+import { loadedManifest, storedManifests, walkImage } from '../oci/walk.js';
 import type { Store } from '../store/store.js';
 import type { Records } from '../store/records.js';
 import { blobPath, layoutIndex, LAYOUT_FILE, LAYOUT_VERSION, INDEX_FILE, type BundleImage } from './layout.js';
@@ -81,54 +82,37 @@ async function selected(deps: ExportDeps, selection: ExportSelection): Promise<{
       }),
     );
   }
-  const match = selection.pattern === undefined ? () => true : globMatcher(selection.pattern);
+  const pattern = selection.pattern === undefined ? undefined : compilePattern(selection.pattern);
   const found: { name: string; digest: Digest }[] = [];
   for (const repo of await deps.records.listRepositories()) {
     const base = `${repo.upstream}/${repo.repository}`;
-    if (!match(base)) continue;
+    if (pattern && !pattern.test(base)) continue;
     for (const [tag, digest] of repo.tags) found.push({ name: `${base}:${tag}`, digest });
   }
   return found.sort((a, b) => a.name.localeCompare(b.name));
 }
 
-/** `*` matches within a path component, `**` across them: `docker.io/library/*`, `ghcr.io/**`. */
-export function globMatcher(pattern: string): (name: string) => boolean {
-  const source = pattern
-    .split('**')
-    .map((part) => part.split('*').map((s) => s.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('[^/]*'))
-    .join('.*');
-  const regex = new RegExp(`^${source}$`);
-  return (name) => regex.test(name);
-}
-
 /** The image's manifests and blobs, all of which must be stored; index children only when present. */
 async function closure(store: Store, top: Digest): Promise<{ mediaType: string; sizeBytes: number; content: Map<Digest, number> }> {
+  const stored = await store.manifests.read(top);
+  if (!stored) throw new Error(`manifest ${top} is not in the cache`);
+  const root = loadedManifest(top, stored.mediaType, stored.body);
   const content = new Map<Digest, number>();
-  const manifest = await store.manifests.read(top);
-  if (!manifest) throw new Error(`manifest ${top} is not in the cache`);
-  content.set(top, manifest.body.length);
-  const children = referencedDigests(manifest.body);
-  const isIndex = Array.isArray((JSON.parse(manifest.body.toString('utf8')) as { manifests?: unknown }).manifests);
   let platforms = 0;
-  for (const child of children) {
-    if (isIndex) {
-      const sub = await store.manifests.read(child);
-      if (!sub) continue;
-      content.set(child, sub.body.length);
-      await requireBlobs(store, referencedDigests(sub.body), content);
-      platforms += 1;
-    } else {
-      await requireBlobs(store, [child], content);
+  for await (const part of walkImage(root, storedManifests((digest) => store.manifests.read(digest)))) {
+    if (part.kind === 'manifest') {
+      content.set(part.loaded.digest, part.loaded.body.length);
+      if (part.descriptor) platforms += 1;
+    } else if (part.kind === 'blob') {
+      content.set(part.descriptor.digest, await requireBlob(store, part.descriptor.digest));
     }
   }
-  if (isIndex && platforms === 0) throw new Error(`no platform of index ${top} is in the cache`);
-  return { mediaType: manifest.mediaType, sizeBytes: manifest.body.length, content };
+  if (root.manifest.kind === 'index' && platforms === 0) throw new Error(`no platform of index ${top} is in the cache`);
+  return { mediaType: stored.mediaType, sizeBytes: stored.body.length, content };
 }
 
-async function requireBlobs(store: Store, digests: readonly Digest[], into: Map<Digest, number>): Promise<void> {
-  for (const digest of digests) {
-    const size = await store.blobs.stat(digest);
-    if (size === undefined) throw new Error(`blob ${digest} is not in the cache (evicted, or never pulled): warm the image again`);
-    into.set(digest, size);
-  }
+async function requireBlob(store: Store, digest: Digest): Promise<number> {
+  const size = await store.blobs.stat(digest);
+  if (size === undefined) throw new Error(`blob ${digest} is not in the cache (evicted, or never pulled): warm the image again`);
+  return size;
 }

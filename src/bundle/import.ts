@@ -9,10 +9,9 @@
 import type { Readable } from 'node:stream';
 import type { Config } from '../config-types.js';
 import { createUpstreamTable } from '../config.js';
-import { findDigest, type Digest } from '../oci/digest.js';
+import type { Digest } from '../oci/digest.js';
 import { parseImageRef } from '../oci/image-ref.js';
-import { manifestMediaType } from '../oci/media-types.js';
-import { referencedDigests } from '../oci/manifest.js';
+import { loadedManifest, storedManifests, walkImage } from '../oci/walk.js';
 import { DigestMismatchError } from '../store/blobs.js';
 import type { Store } from '../store/store.js';
 import type { CacheIndex } from '../store/cache-index.js';
@@ -95,6 +94,7 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
     }
     return { images, skipped, added, present: present.size, bytes };
   } finally {
+    // Best effort: a temp file left behind is swept with the temp area; the import's own error matters more.
     for (const { path } of staged.values()) await deps.store.blobs.discardStaged(path).catch(() => undefined);
   }
 }
@@ -103,19 +103,22 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
 async function register(deps: ImportDeps, image: BundleImage): Promise<void> {
   const ref = parseImageRef(image.name, createUpstreamTable(deps.config));
   const body = await manifestBody(deps.store, image.digest);
-  const digests = [image.digest];
-  await deps.store.manifests.put(image.digest, image.mediaType || manifestMediaType(body), body);
-  const doc = JSON.parse(body.toString('utf8')) as { manifests?: { digest?: string; mediaType?: string }[] };
-  if (Array.isArray(doc.manifests)) {
-    for (const child of doc.manifests) {
-      const digest = findDigest(child.digest);
-      if (!digest || (await deps.store.blobs.stat(digest)) === undefined) continue;
-      const childBody = await manifestBody(deps.store, digest);
-      await deps.store.manifests.put(digest, child.mediaType ?? manifestMediaType(childBody), childBody);
-      digests.push(digest, ...(await requirePresent(deps.store, referencedDigests(childBody))));
+  const root = loadedManifest(image.digest, image.mediaType || undefined, body);
+  const children = storedManifests(async (digest) => {
+    const childBody = await deps.store.blobs.read(digest);
+    return childBody && { body: childBody };
+  });
+  const digests: Digest[] = [];
+  for await (const part of walkImage(root, children)) {
+    if (part.kind === 'manifest') {
+      const mediaType = part.descriptor ? part.descriptor.mediaType : image.mediaType || root.mediaType;
+      await deps.store.manifests.put(part.loaded.digest, mediaType, part.loaded.body);
+      digests.push(part.loaded.digest);
+    } else if (part.kind === 'blob') {
+      const { digest } = part.descriptor;
+      if ((await deps.store.blobs.stat(digest)) === undefined) throw new Error(`the bundle lacks blob ${digest}`);
+      digests.push(digest);
     }
-  } else {
-    digests.push(...(await requirePresent(deps.store, referencedDigests(body))));
   }
   for (const digest of digests) await deps.records.putLink(ref.upstream, ref.repository, digest);
   if (ref.reference.kind === 'tag') {
@@ -132,13 +135,6 @@ async function manifestBody(store: Store, digest: Digest): Promise<Buffer> {
   const body = await store.blobs.read(digest);
   if (!body) throw new Error(`the bundle lacks manifest ${digest}`);
   return body;
-}
-
-async function requirePresent(store: Store, digests: readonly Digest[]): Promise<Digest[]> {
-  for (const digest of digests) {
-    if ((await store.blobs.stat(digest)) === undefined) throw new Error(`the bundle lacks blob ${digest}`);
-  }
-  return [...digests];
 }
 
 async function* counted(body: AsyncIterable<Buffer>, onBytes: (n: number) => void): AsyncIterable<Buffer> {

@@ -11,14 +11,16 @@
  * `io.oci-mirror.image` with the same, which import reads to file the image under the
  * registry it came from. index.json is written last, after every blob it names.
  */
-import { findDigest, type Digest } from '../oci/digest.js';
+import { digestFromHex, digestHex, type Digest } from '../oci/digest.js';
+import { RegistryError } from '../oci/errors.js';
+import { parseManifest, type Descriptor } from '../oci/manifest.js';
+import { MEDIA_TYPES } from '../oci/media-types.js';
 
 export const LAYOUT_FILE = 'oci-layout';
 export const INDEX_FILE = 'index.json';
 export const LAYOUT_VERSION = '1.0.0';
 export const REF_NAME = 'org.opencontainers.image.ref.name';
 export const SOURCE_NAME = 'io.oci-mirror.image';
-const INDEX_MEDIA_TYPE = 'application/vnd.oci.image.index.v1+json';
 
 export interface BundleImage {
   /** `registry/repository:tag` or `registry/repository@digest`. */
@@ -29,20 +31,20 @@ export interface BundleImage {
 }
 
 export function blobPath(digest: Digest): string {
-  return `blobs/sha256/${digest.slice('sha256:'.length)}`;
+  return `blobs/sha256/${digestHex(digest)}`;
 }
 
 /** The digest a path under blobs/ names; undefined for any other path. */
 export function digestOfPath(path: string): Digest | undefined {
   const m = /^blobs\/sha256\/([a-f0-9]{64})$/.exec(path);
-  return m ? findDigest(`sha256:${m[1]}`) : undefined;
+  return m?.[1] === undefined ? undefined : digestFromHex(m[1]);
 }
 
 export function layoutIndex(images: readonly BundleImage[]): Buffer {
   return Buffer.from(
     JSON.stringify({
       schemaVersion: 2,
-      mediaType: INDEX_MEDIA_TYPE,
+      mediaType: MEDIA_TYPES.ociIndex,
       manifests: images.map((image) => ({
         mediaType: image.mediaType,
         digest: image.digest,
@@ -55,19 +57,26 @@ export function layoutIndex(images: readonly BundleImage[]): Buffer {
 
 /** The images an index.json names (ours, or skopeo's with a bare ref.name). */
 export function readLayoutIndex(body: Buffer): { images: BundleImage[]; unnamed: Digest[] } {
-  const doc = JSON.parse(body.toString('utf8')) as { manifests?: unknown };
-  if (!Array.isArray(doc.manifests)) throw new Error('index.json has no manifests list');
+  const index = parseLayoutIndex(body);
   const images: BundleImage[] = [];
   const unnamed: Digest[] = [];
-  for (const item of doc.manifests as unknown[]) {
-    const d = item as { mediaType?: unknown; digest?: unknown; size?: unknown; annotations?: Record<string, unknown> };
-    const digest = findDigest(typeof d.digest === 'string' ? d.digest : undefined);
-    if (!digest || typeof d.size !== 'number' || typeof d.mediaType !== 'string') {
-      throw new Error(`index.json lists an invalid descriptor: ${JSON.stringify(item).slice(0, 200)}`);
-    }
-    const name = d.annotations?.[SOURCE_NAME] ?? d.annotations?.[REF_NAME];
-    if (typeof name === 'string' && name !== '') images.push({ name, digest, mediaType: d.mediaType, sizeBytes: d.size });
+  for (const { digest, mediaType, size, annotations } of index.manifests) {
+    const name = annotations?.[SOURCE_NAME] ?? annotations?.[REF_NAME];
+    if (name) images.push({ name, digest, mediaType, sizeBytes: size });
     else unnamed.push(digest);
   }
   return { images, unnamed };
+}
+
+/** image-spec `image-layout.md`: index.json is an image index. */
+function parseLayoutIndex(body: Buffer): { readonly manifests: readonly Descriptor[] } {
+  let index;
+  try {
+    index = parseManifest(body, MEDIA_TYPES.ociIndex);
+  } catch (err) {
+    if (!(err instanceof RegistryError && err.code === 'MANIFEST_INVALID')) throw err;
+    throw new Error(`index.json is not an image index: ${err.message}`, { cause: err });
+  }
+  if (index.kind !== 'index') throw new Error('index.json has no manifests list');
+  return index;
 }

@@ -17,6 +17,7 @@ export interface TarWriter {
 export function createTarWriter(out: Writable): TarWriter {
   const archive = pack();
   const done = pipeline(archive, out);
+  // Awaited in finish(); until then an early failure must not count as unhandled.
   done.catch(() => undefined);
   const mtime = new Date(0);
   return {
@@ -57,6 +58,7 @@ export interface TarEntry {
 export async function readTar(input: Readable, onEntry: (entry: TarEntry) => Promise<void>): Promise<void> {
   const extractor = extract();
   const feeding = pipeline(input, extractor);
+  // Awaited after the last entry; until then a failure surfaces through the extractor too.
   feeding.catch(() => undefined);
   for await (const entry of extractor) {
     const { header } = entry;

@@ -1,6 +1,6 @@
 import { parseArgs } from 'node:util';
 import { parseDuration, parseSize } from '../config-units.js';
-import { parsePlatform, type PlatformFilter } from '../mirror/warm.js';
+import { parsePlatform, type Platform } from '../oci/platform.js';
 import type { ExportRequest } from './bundle.js';
 import type { WarmRequest } from './warm.js';
 
@@ -239,7 +239,7 @@ function commandOf(name: CommandName, options: GlobalOptions, values: Values, ar
 
 const DEFAULT_CONCURRENCY = 4;
 
-function parsePlatforms(text: string): PlatformFilter[] {
+function parsePlatforms(text: string): Platform[] {
   return text.split(',').map((item) => {
     const platform = parsePlatform(item.trim());
     if (!platform) throw new Error(`--platform expects os/architecture[/variant], comma separated, got "${item}"`);

@@ -1,7 +1,7 @@
 import type { Config } from '../config-types.js';
 import { formatBytes } from '../config-units.js';
 import { digestHex, type Digest } from '../oci/digest.js';
-import { referencedDigests } from '../oci/manifest.js';
+import { partDigest, storedManifests, walkImage } from '../oci/walk.js';
 import { createStore, type Store } from '../store/store.js';
 import { createRecords } from '../store/records.js';
 import { scanBlobs } from '../store/scan.js';
@@ -51,19 +51,20 @@ export async function collectStats(config: Config, url: string): Promise<StoreSt
 
 async function repositorySizes(store: Store, sizeOf: (d: Digest) => number | undefined): Promise<RepositoryStats[]> {
   const reach = new Map<Digest, Digest[]>();
-  async function reachable(digest: Digest, depth: number): Promise<Digest[]> {
-    const known = reach.get(digest);
+  const load = storedManifests((digest) => store.manifests.read(digest));
+  async function reachable(root: Digest): Promise<Digest[]> {
+    const known = reach.get(root);
     if (known) return known;
-    const manifest = depth > 0 ? await store.manifests.read(digest) : undefined;
-    const children = manifest ? referencedDigests(manifest.body) : [];
-    const all = [digest, ...(await Promise.all(children.map((c) => reachable(c, depth - 1)))).flat()];
-    reach.set(digest, all);
+    const top = await load({ digest: root });
+    const all = top ? [] : [root];
+    if (top) for await (const part of walkImage(top, load)) all.push(partDigest(part));
+    reach.set(root, all);
     return all;
   }
   const result: RepositoryStats[] = [];
   for (const repo of await createRecords(store).listRepositories()) {
     const digests = new Set<Digest>();
-    for (const root of repo.digests) for (const d of await reachable(root, 3)) digests.add(d);
+    for (const root of repo.digests) for (const d of await reachable(root)) digests.add(d);
     let sizeBytes = 0;
     for (const d of digests) sizeBytes += sizeOf(d) ?? 0;
     result.push({ upstream: repo.upstream, repository: repo.repository, sizeBytes });

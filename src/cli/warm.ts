@@ -1,21 +1,22 @@
-import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { createUpstreamTable } from '../config.js';
 import type { Config } from '../config-types.js';
 import { createSilentLogger } from '../log.js';
-import type { Digest } from '../oci/digest.js';
+import { createDigester, digestOf } from '../oci/digest.js';
 import { parseImageRef, type ImageRef } from '../oci/image-ref.js';
 import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import { parseReference } from '../oci/reference.js';
 import type { Route } from '../oci/path.js';
-import { warmImages, type PlatformFilter, type WarmSource } from '../mirror/warm.js';
+import type { Platform } from '../oci/platform.js';
+import { loadedManifest } from '../oci/walk.js';
+import { warmImages, type WarmSource } from '../mirror/warm.js';
 import { createRuntime, type Runtime } from '../runtime.js';
 import { createWarmProgress, type Output, type ProgressMode } from './progress.js';
 
 export interface WarmRequest {
   readonly refs: readonly string[];
   readonly file?: string;
-  readonly platforms?: readonly PlatformFilter[];
+  readonly platforms?: readonly Platform[];
   readonly concurrency: number;
   readonly pin: boolean;
   /** Warm through a running mirror instead of the store directly. */
@@ -75,7 +76,7 @@ function storeSource(runtime: Runtime): WarmSource {
     async getManifest(route, reference) {
       const result = await runtime.mirror.getManifest(route, parseReference(reference), 'GET');
       if (!result.body) throw new Error(`no body for manifest ${reference}`);
-      return { digest: result.digest, mediaType: result.mediaType, body: result.body, cached: result.outcome !== 'miss' };
+      return { ...loadedManifest(result.digest, result.mediaType, result.body), cached: result.outcome !== 'miss' };
     },
     async fetchBlob(route, digest, onBytes) {
       const stored = await runtime.store.blobs.stat(digest);
@@ -99,32 +100,34 @@ function httpSource(base: string): WarmSource {
       const response = await fetch(url(route, `manifests/${reference}`), { headers: { accept: MANIFEST_ACCEPT.join(', ') } });
       if (!response.ok) throw new Error(`manifest ${reference}: ${response.status} ${await errorText(response)}`);
       const body = Buffer.from(await response.arrayBuffer());
-      const digest = `sha256:${createHash('sha256').update(body).digest('hex')}` as Digest;
+      const digest = digestOf(body);
       if (reference.startsWith('sha256:') && reference !== digest) throw new Error(`manifest ${reference} arrived as ${digest}`);
-      return { digest, mediaType: response.headers.get('content-type') ?? '', body, cached: false };
+      return { ...loadedManifest(digest, response.headers.get('content-type') ?? undefined, body), cached: false };
     },
     async fetchBlob(route, digest, onBytes) {
       const response = await fetch(url(route, `blobs/${digest}`));
       if (!response.ok || !response.body) throw new Error(`blob ${digest}: ${response.status} ${await errorText(response)}`);
-      const hash = createHash('sha256');
+      const digester = createDigester();
       for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-        hash.update(chunk);
+        digester.update(chunk);
         onBytes(chunk.length);
       }
-      const actual = `sha256:${hash.digest('hex')}`;
+      const actual = digester.digest();
       if (actual !== digest) throw new Error(`blob ${digest} arrived as ${actual}`);
       return { cached: false };
     },
   };
 }
 
+/** The mirror's error envelope, for a message; best effort: a body that cannot be read says nothing. */
 async function errorText(response: Response): Promise<string> {
   const text = await response.text().catch(() => '');
   try {
-    const first = (JSON.parse(text) as { errors?: { code?: string; message?: string }[] }).errors?.[0];
+    const first = (JSON.parse(text) as { errors?: { code?: string; message?: string }[] } | null)?.errors?.[0];
     return first ? `${first.code}: ${first.message}` : text.slice(0, 200);
-  } catch {
-    return text.slice(0, 200);
+  } catch (err) {
+    if (err instanceof SyntaxError) return text.slice(0, 200);
+    throw err;
   }
 }
 

@@ -1,11 +1,9 @@
-import type { Digest } from '../oci/digest.js';
-import { findDigest } from '../oci/digest.js';
+import { digestOf, findDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
-import { MANIFEST_ACCEPT, manifestMediaType } from '../oci/media-types.js';
+import { findManifest, manifestMediaType, references } from '../oci/manifest.js';
+import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import type { Route } from '../oci/path.js';
 import type { Reference } from '../oci/reference.js';
-import { sha256Digest } from '../store/blobs.js';
-import { referencedDigests } from '../oci/manifest.js';
 import type { TagRecord } from '../store/records.js';
 import type { UpstreamResponse } from '../upstream/client.js';
 import {
@@ -57,7 +55,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
       notFound: 'MANIFEST_UNKNOWN',
     });
     const body = await readCapped(response.body, MAX_MANIFEST_BYTES);
-    const actual = sha256Digest(body);
+    const actual = digestOf(body);
     const claimed = expected ?? findDigest(response.headers['docker-content-digest']);
     if (claimed !== undefined && claimed !== actual) {
       deps.metrics.verifyFailures.inc({ kind: 'manifest' });
@@ -66,7 +64,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
         statusCode: 502,
       });
     }
-    const digest = claimed ?? (actual as Digest);
+    const digest = claimed ?? actual;
     const mediaType = manifestMediaType(body, contentType(response));
     await storing('manifest', async () => {
       await deps.store.manifests.put(digest, mediaType, body);
@@ -80,7 +78,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
     const stored = await deps.store.manifests.read(digest);
     if (!stored) return undefined;
     // Manifests are small: verify on every read, so a damaged file is refetched, never served.
-    if (sha256Digest(stored.body) !== digest) {
+    if (digestOf(stored.body) !== digest) {
       deps.metrics.evictions.inc({ reason: 'damaged' });
       deps.index.forget(digest);
       await deps.store.blobs.remove(digest);
@@ -88,7 +86,8 @@ export function createManifests(deps: MirrorDeps): Manifests {
     }
     // An image ages as one: serving its manifest keeps what it references fresh too.
     deps.index.touch(digest, stored.body.length);
-    for (const child of referencedDigests(stored.body)) deps.index.touch(child);
+    const manifest = findManifest(stored.body, stored.mediaType);
+    for (const child of manifest ? references(manifest) : []) deps.index.touch(child.digest);
     return { digest, mediaType: stored.mediaType, sizeBytes: stored.body.length, body: stored.body, outcome };
   }
 

@@ -1,11 +1,9 @@
 import { createUpstreamTable } from '../config.js';
 import type { Digest } from '../oci/digest.js';
 import { parseImageRef, type ImageRef } from '../oci/image-ref.js';
-import { referencedDigests } from '../oci/manifest.js';
+import { RegistryError } from '../oci/errors.js';
+import { partDigest, storedManifests, walkImage } from '../oci/walk.js';
 import type { MirrorDeps } from './context.js';
-
-/** An index → manifests → blobs: three levels; deeper nesting is not followed. */
-const MAX_DEPTH = 3;
 
 /**
  * Everything pinned images need (config `store.pins` and `warm --pin`), as the store has it now: the manifest a pinned tag
@@ -18,8 +16,10 @@ export async function pinnedDigests(deps: Pick<MirrorDeps, 'config' | 'records' 
   for (const text of await deps.records.readPins()) {
     try {
       warmed.push(parseImageRef(text, table));
-    } catch {
-      // An upstream since removed from the config: nothing of it can be served anyway.
+    } catch (err) {
+      // A pin the config no longer routes (its upstream removed, its repository denied):
+      // nothing of it can be served anyway.
+      if (!(err instanceof RegistryError)) throw err;
     }
   }
   for (const pin of [...deps.config.store.pins, ...warmed]) {
@@ -27,16 +27,17 @@ export async function pinnedDigests(deps: Pick<MirrorDeps, 'config' | 'records' 
       pin.reference.kind === 'digest'
         ? pin.reference.digest
         : (await deps.records.findTag(pin.upstream, pin.repository, pin.reference.tag))?.digest;
-    if (root) await collect(deps, root, pinned, MAX_DEPTH);
+    if (root) await collect(deps, root, pinned);
   }
   return pinned;
 }
 
-async function collect(deps: Pick<MirrorDeps, 'store'>, digest: Digest, into: Set<Digest>, depth: number): Promise<void> {
-  if (into.has(digest)) return;
-  into.add(digest);
-  if (depth === 0) return;
-  const manifest = await deps.store.manifests.read(digest);
-  if (!manifest) return;
-  for (const child of referencedDigests(manifest.body)) await collect(deps, child, into, depth - 1);
+/** The root and everything it reaches in the store; what the store lacks is pinned by digest, should it arrive. */
+async function collect(deps: Pick<MirrorDeps, 'store'>, root: Digest, into: Set<Digest>): Promise<void> {
+  if (into.has(root)) return;
+  into.add(root);
+  const load = storedManifests((digest) => deps.store.manifests.read(digest));
+  const top = await load({ digest: root });
+  if (!top) return;
+  for await (const part of walkImage(top, load)) into.add(partDigest(part));
 }

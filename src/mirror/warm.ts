@@ -7,21 +7,13 @@
  */
 import type { Digest } from '../oci/digest.js';
 import type { ImageRef } from '../oci/image-ref.js';
-import { INDEX_TYPES } from '../oci/media-types.js';
-import { formatReference } from '../oci/reference.js';
+import type { Descriptor } from '../oci/manifest.js';
 import type { Route } from '../oci/path.js';
+import { formatPlatform, type Platform } from '../oci/platform.js';
+import { formatReference } from '../oci/reference.js';
+import { walkImage, type LoadedManifest, type ManifestLoader, type ManifestTarget } from '../oci/walk.js';
 
-/** A platform as `os/architecture[/variant]`, e.g. `linux/arm64/v8`. */
-export interface PlatformFilter {
-  readonly os: string;
-  readonly architecture: string;
-  readonly variant?: string;
-}
-
-export interface WarmedManifest {
-  readonly digest: Digest;
-  readonly mediaType: string;
-  readonly body: Buffer;
+export interface WarmedManifest extends LoadedManifest {
   readonly cached: boolean;
 }
 
@@ -49,14 +41,8 @@ export interface WarmSummary {
   readonly durationMs: number;
 }
 
-interface Descriptor {
-  readonly digest: Digest;
-  readonly size: number;
-  readonly platform?: PlatformFilter;
-}
-
 export interface WarmOptions {
-  readonly platforms: readonly PlatformFilter[] | undefined;
+  readonly platforms: readonly Platform[] | undefined;
   /** Blob downloads in flight at once, over all images. */
   readonly concurrency: number;
   readonly onEvent: (event: WarmEvent) => void;
@@ -97,27 +83,14 @@ async function warmImage(
   const startedMs = Date.now();
   const route: Route = { upstream: ref.upstream, repository: ref.repository };
   const top = await slots.run(() => source.getManifest(route, formatReference(ref.reference)));
-  const manifests: WarmedManifest[] = [top];
-  const platforms: string[] = [];
-  if (INDEX_TYPES.has(top.mediaType) || Array.isArray(parse(top.body).manifests)) {
-    const children = descriptors(parse(top.body).manifests).filter((d) => matches(d.platform, options.platforms));
-    if (children.length === 0) throw new Error('no manifest in the index matches the selected platforms');
-    for (const child of children) {
-      manifests.push(await slots.run(() => source.getManifest(route, child.digest)));
-      if (child.platform) platforms.push(formatPlatform(child.platform));
-    }
-  }
-  const blobs = new Map<Digest, Descriptor>();
-  for (const manifest of manifests.slice(manifests.length > 1 ? 1 : 0)) {
-    const doc = parse(manifest.body);
-    for (const d of descriptors([doc.config, ...(Array.isArray(doc.layers) ? doc.layers : [])])) blobs.set(d.digest, d);
-  }
+  const load = (target: ManifestTarget): Promise<WarmedManifest> => slots.run(() => source.getManifest(route, target.digest));
+  const { manifests, blobs, platforms } = await resolve(top, load, options.platforms);
   const manifestBytes = manifests.reduce((sum, m) => sum + m.body.length, 0);
-  const bytes = manifestBytes + [...blobs.values()].reduce((sum, b) => sum + b.size, 0);
-  options.onEvent({ type: 'resolved', ref: text, digest: top.digest, platforms, blobs: blobs.size, bytes });
+  const bytes = manifestBytes + blobs.reduce((sum, b) => sum + b.size, 0);
+  options.onEvent({ type: 'resolved', ref: text, digest: top.digest, platforms, blobs: blobs.length, bytes });
   let cachedBytes = manifests.filter((m) => m.cached).reduce((sum, m) => sum + m.body.length, 0);
   await Promise.all(
-    [...blobs.values()].map((blob) =>
+    blobs.map((blob) =>
       slots.run(async () => {
         const { cached } = await source.fetchBlob(route, blob.digest, (n) => options.onEvent({ type: 'progress', ref: text, bytes: n }));
         if (cached) cachedBytes += blob.size;
@@ -128,49 +101,27 @@ async function warmImage(
   return { ref: text, digest: top.digest, platforms, bytes, cachedBytes, fetchedBytes: bytes - cachedBytes, durationMs: Date.now() - startedMs };
 }
 
-/** `linux/amd64`, `linux/arm64/v8`; undefined when the text is not one. */
-export function parsePlatform(text: string): PlatformFilter | undefined {
-  const [os, architecture, variant, ...rest] = text.split('/');
-  if (!os || !architecture || rest.length > 0) return undefined;
-  return { os, architecture, ...(variant ? { variant } : {}) };
-}
-
-function formatPlatform(p: PlatformFilter): string {
-  return [p.os, p.architecture, p.variant].filter(Boolean).join('/');
-}
-
-/** A filter without a variant matches every variant (`linux/arm64` takes `linux/arm64/v8`). */
-function matches(platform: PlatformFilter | undefined, filters: readonly PlatformFilter[] | undefined): boolean {
-  if (!filters) return true;
-  if (!platform) return false;
-  return filters.some(
-    (f) => f.os === platform.os && f.architecture === platform.architecture && (f.variant === undefined || f.variant === platform.variant),
-  );
-}
-
-function parse(body: Buffer): { manifests?: unknown; config?: unknown; layers?: unknown } {
-  try {
-    const doc = JSON.parse(body.toString('utf8')) as unknown;
-    return typeof doc === 'object' && doc !== null ? doc : {};
-  } catch {
-    return {};
+/**
+ * The manifests and blobs to warm. For an index, the selected platforms' manifests (at
+ * least one must match) and their blobs; the index itself references no blob.
+ */
+async function resolve(
+  top: WarmedManifest,
+  load: ManifestLoader<WarmedManifest>,
+  selected: readonly Platform[] | undefined,
+): Promise<{ manifests: WarmedManifest[]; blobs: Descriptor[]; platforms: string[] }> {
+  const manifests: WarmedManifest[] = [];
+  const blobs: Descriptor[] = [];
+  const platforms: string[] = [];
+  for await (const part of walkImage(top, load, { platforms: selected })) {
+    if (part.kind === 'blob') blobs.push(part.descriptor);
+    else if (part.kind === 'manifest') {
+      manifests.push(part.loaded);
+      if (part.descriptor?.platform) platforms.push(formatPlatform(part.descriptor.platform));
+    }
   }
-}
-
-function descriptors(list: unknown): Descriptor[] {
-  if (!Array.isArray(list)) return [];
-  const found: Descriptor[] = [];
-  for (const item of list as unknown[]) {
-    const d = item as { digest?: unknown; size?: unknown; platform?: { os?: unknown; architecture?: unknown; variant?: unknown } } | undefined;
-    if (typeof d?.digest !== 'string' || !/^sha256:[a-f0-9]{64}$/.test(d.digest) || typeof d.size !== 'number') continue;
-    const p = d.platform;
-    const platform =
-      typeof p?.os === 'string' && typeof p.architecture === 'string'
-        ? { os: p.os, architecture: p.architecture, ...(typeof p.variant === 'string' ? { variant: p.variant } : {}) }
-        : undefined;
-    found.push({ digest: d.digest as Digest, size: d.size, ...(platform ? { platform } : {}) });
-  }
-  return found;
+  if (top.manifest.kind === 'index' && manifests.length === 1) throw new Error('no manifest in the index matches the selected platforms');
+  return { manifests, blobs, platforms };
 }
 
 interface Slots {

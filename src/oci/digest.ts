@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { RegistryError } from './errors.js';
 
 declare const digestBrand: unique symbol;
@@ -24,7 +25,28 @@ export function parseDigest(value: string): Digest {
 }
 
 export function findDigest(value: string | undefined): Digest | undefined {
-  return value !== undefined && SHA256.test(value) ? (value as Digest) : undefined;
+  return value !== undefined && SHA256.test(value) ? parseDigest(value) : undefined;
+}
+
+/** Hashes content as it streams past; `digest()` once, after the last `update`. */
+export interface Digester {
+  update(chunk: Uint8Array): void;
+  digest(): Digest;
+}
+
+export function createDigester(): Digester {
+  const hash = createHash('sha256');
+  return {
+    update: (chunk) => void hash.update(chunk),
+    digest: () => digestFromHex(hash.digest('hex')),
+  };
+}
+
+/** The digest of bytes held whole (manifests, small files). */
+export function digestOf(body: Uint8Array): Digest {
+  const digester = createDigester();
+  digester.update(body);
+  return digester.digest();
 }
 
 /** The 64 hex characters after `sha256:`. */

@@ -66,7 +66,3 @@ export class RegistryError extends Error {
     return { errors: [entry] };
   }
 }
-
-export function isRegistryError(err: unknown): err is RegistryError {
-  return err instanceof RegistryError;
-}

@@ -22,8 +22,6 @@ export const MANIFEST_ACCEPT: readonly string[] = [
   MEDIA_TYPES.dockerSchema1,
 ];
 
-export const INDEX_TYPES: ReadonlySet<string> = new Set([MEDIA_TYPES.ociIndex, MEDIA_TYPES.dockerManifestList]);
-
 /**
  * Parses Accept as a list. Docker and containers/image send one header line per type,
  * which Node joins with ", "; containerd sends one comma-joined line ending in `*\/*`.
@@ -40,24 +38,6 @@ export function parseAccept(header: string | readonly string[] | undefined): str
     }
   }
   return types;
-}
-
-/** The media type a stored manifest is served with: its own field, else a guess from its shape. */
-export function manifestMediaType(body: Buffer, fallback?: string): string {
-  try {
-    const parsed: unknown = JSON.parse(body.toString('utf8'));
-    if (parsed !== null && typeof parsed === 'object') {
-      const record = parsed as Record<string, unknown>;
-      if (typeof record['mediaType'] === 'string') return record['mediaType'];
-      if (fallback) return fallback;
-      if (Array.isArray(record['manifests'])) return MEDIA_TYPES.ociIndex;
-      if (record['schemaVersion'] === 1) return MEDIA_TYPES.dockerSchema1Signed;
-      return MEDIA_TYPES.ociManifest;
-    }
-  } catch {
-    // Not JSON: fall through to the upstream's word.
-  }
-  return fallback ?? MEDIA_TYPES.ociManifest;
 }
 
 /**

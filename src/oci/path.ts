@@ -16,8 +16,6 @@ export type ApiPath =
   | { readonly kind: 'push' }
   | { readonly kind: 'catalog' };
 
-export type ApiKind = ApiPath['kind'];
-
 const FORMS = {
   base: /^\/v2\/?$/,
   catalog: /^\/v2\/_catalog\/?$/,

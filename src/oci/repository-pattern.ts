@@ -2,7 +2,8 @@
  * Repository patterns for per-upstream allow and deny lists. A pattern is a repository
  * name (as the upstream knows it: `library/alpine` on Docker Hub) in which `*` stands
  * for any characters within one path component and `**` for any characters across
- * components: `library/*`, `org/**`, `team-*\/app`.
+ * components: `library/*`, `org/**`, `team-*\/app`. `export --all` selects with the same
+ * patterns over `registry/repository` (`docker.io/library/*`, `ghcr.io/**`).
  */
 /** `**`, or a component that starts with a letter, digit or `*` (never `.`, `..`, `_x`). */
 const COMPONENT = /^(?:\*\*|[a-z0-9*][a-z0-9._*-]*)$/;
