@@ -1,5 +1,5 @@
-import type { Config } from '../config-types.js';
-import { formatBytes } from '../config-units.js';
+import type { Config } from '../config/types.js';
+import { formatBytes } from '../config/units.js';
 import { digestHex, type Digest } from '../oci/digest.js';
 import { referencedDigests } from '../oci/manifest.js';
 import { createBlobStore, type BlobStore } from '../store/blob-store.js';

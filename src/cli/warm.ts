@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
-import { createUpstreamTable } from '../config.js';
-import type { Config } from '../config-types.js';
+import { createUpstreamTable } from '../oci/upstream-table.js';
+import type { Config } from '../config/types.js';
 import { createSilentLogger } from '../log.js';
 import type { Digest } from '../oci/digest.js';
 import { parseImageRef, type ImageRef } from '../oci/image-ref.js';

@@ -35,6 +35,7 @@ const HOMES: Record<string, RegExp> = {
   'proper-lockfile': /^store\/lock\.ts$/,
   'tar-stream': /^bundle\/tar\.ts$/,
   bcryptjs: /^http\/client-auth\.ts$/,
+  ajv: /^config\/schema\.ts$/,
 };
 
 const FORBIDDEN: [RegExp, RegExp][] = [
