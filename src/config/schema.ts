@@ -1,14 +1,15 @@
 /**
  * `mirror.config.schema.json` is the one description of the config file: its keys,
  * types, defaults, and what each value may look like. It is compiled by ajv (as fastify
- * compiles its own options) with `useDefaults`, so a valid file comes back with every
- * default filled in, and `allErrors`, so every problem is reported at once. Messages are
- * built from the schema too: a node's `title` and `examples` say what was expected.
+ * compiles its own options; see validator.ts), so a valid file comes back with every
+ * default filled in, and every problem is reported at once. Messages are built from the
+ * schema too: a node's `title` and `examples` say what was expected.
  */
 import { readFileSync } from 'node:fs';
-import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.js';
+import type { ErrorObject } from 'ajv/dist/2020.js';
 import { describeValue, joinPath, type ConfigProblem } from './errors.js';
 import type { ConfigFile } from './file-types.js';
+import { loadValidator } from './validator.js';
 
 /** The subset of JSON Schema the config schema uses; enough to word a message. */
 interface SchemaNode {
@@ -40,15 +41,14 @@ export interface ConfigSchema {
 
 let compiled: ConfigSchema | undefined;
 
-/** Reads and compiles the schema once per process, on first use: it never changes. */
+/** Reads and compiles the schema once per process, on first use: it is a constant of the program. */
 export function getConfigSchema(): ConfigSchema {
   compiled ??= compileSchema(JSON.parse(readFileSync(SCHEMA_URL, 'utf8')) as SchemaNode);
   return compiled;
 }
 
 function compileSchema(json: SchemaNode): ConfigSchema {
-  const ajv = new Ajv2020({ allErrors: true, useDefaults: true, verbose: true, strict: true });
-  const validate: ValidateFunction<ConfigFile> = ajv.compile<ConfigFile>(json);
+  const validate = loadValidator(json);
   return {
     json,
     check(input) {

@@ -1,8 +1,12 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import standaloneCode from 'ajv/dist/standalone/index.js';
+import type { ValidateFunction } from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, getDefaultConfigFile, parseConfig } from '../../src/config/index.js';
 import { getConfigSchema } from '../../src/config/schema.js';
 import { parseDuration, parseSize } from '../../src/config/units.js';
+import { compileValidator } from '../../src/config/validator.js';
 
 // mirror.config.schema.json is the source of the config's keys, types and defaults;
 // these tests check what users meet: the shipped files, the docs, the messages.
@@ -141,6 +145,20 @@ describe('mirror.config.schema.json', () => {
         }
       })();
       expect(pattern.test(sample), sample).toBe(parses);
+    }
+  });
+});
+
+describe('the precompiled validator (npm run build)', () => {
+  it('fills in and refuses exactly what the validator compiled at run time does', () => {
+    const { ajv, validate } = compileValidator(schema, { source: true });
+    const module = { exports: {} as unknown };
+    new Function('require', 'module', standaloneCode.default(ajv, validate))(createRequire(import.meta.url), module);
+    const precompiled = module.exports as ValidateFunction;
+    const inputs = [{}, null, { store: { maxSize: '0', idleTtl: 'fast' }, colour: 1 }, { upstreams: { 'A.io': {}, 'b.io': { url: 'https://b.io', timeouts: {} } } }];
+    for (const input of inputs) {
+      const [a, b] = [structuredClone(input), structuredClone(input)];
+      expect([precompiled(a), a, precompiled.errors], JSON.stringify(input)).toEqual([validate(b), b, validate.errors]);
     }
   });
 });
