@@ -11,7 +11,7 @@ import { runExport, runImport } from './cli/bundle.js';
 import { progressMode } from './cli/progress.js';
 import { runWarm } from './cli/warm.js';
 import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
-import { ConfigError, loadConfig, type LoadConfigOptions } from './config.js';
+import { ConfigError, loadConfig, type LoadConfigOptions } from './config/index.js';
 
 /** Read when `--config` is not given, if it exists in the working directory. */
 const DEFAULT_CONFIG_PATH = 'mirror.config.json';

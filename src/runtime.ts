@@ -1,5 +1,5 @@
-import { createUpstreamTable } from './config.js';
-import type { Config } from './config-types.js';
+import { createUpstreamTable } from './oci/upstream-table.js';
+import type { Config } from './config/types.js';
 import { buildApp, type App } from './http/app.js';
 import type { Logger } from './log.js';
 import { createMetrics, type Metrics } from './metrics.js';

@@ -7,8 +7,8 @@
  * tar leaves the store as it was, and the error names the offending entry.
  */
 import type { Readable } from 'node:stream';
-import type { Config } from '../config-types.js';
-import { createUpstreamTable } from '../config.js';
+import type { Config } from '../config/types.js';
+import { createUpstreamTable } from '../oci/upstream-table.js';
 import type { Digest } from '../oci/digest.js';
 import { parseImageRef } from '../oci/image-ref.js';
 import { loadedManifest, storedManifests, walkImage } from '../oci/walk.js';

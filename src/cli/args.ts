@@ -1,5 +1,5 @@
 import { parseArgs } from 'node:util';
-import { parseDuration, parseSize } from '../config-units.js';
+import { parseDuration, parseSize } from '../config/units.js';
 import { parsePlatform, type Platform } from '../oci/platform.js';
 import type { ExportRequest } from './bundle.js';
 import type { WarmRequest } from './warm.js';

@@ -3,7 +3,7 @@
  * a live display redrawn in place on a terminal, one plain line per event in logs and
  * CI, JSON lines for machines.
  */
-import { formatBytes, formatDuration } from '../config-units.js';
+import { formatBytes, formatDuration } from '../config/units.js';
 import type { WarmEvent, WarmSummary } from '../mirror/warm.js';
 
 export type ProgressMode = 'tty' | 'lines' | 'json';

@@ -1,5 +1,5 @@
-import type { Config } from '../config-types.js';
-import { formatBytes } from '../config-units.js';
+import type { Config } from '../config/types.js';
+import { formatBytes } from '../config/units.js';
 import type { EvictionReport } from '../store/cache-index.js';
 import { openStore } from './store-access.js';
 

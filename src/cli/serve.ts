@@ -1,5 +1,5 @@
 import cluster, { type Worker } from 'node:cluster';
-import type { Config } from '../config-types.js';
+import type { Config } from '../config/types.js';
 import { createLogger, type Logger } from '../log.js';
 import { createRuntime } from '../runtime.js';
 

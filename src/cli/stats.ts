@@ -1,5 +1,5 @@
-import type { Config } from '../config-types.js';
-import { formatBytes } from '../config-units.js';
+import type { Config } from '../config/types.js';
+import { formatBytes } from '../config/units.js';
 import { digestHex, type Digest } from '../oci/digest.js';
 import { partDigest, storedManifests, walkImage } from '../oci/walk.js';
 import { createStore, type Store } from '../store/store.js';

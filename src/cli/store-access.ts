@@ -1,4 +1,4 @@
-import type { Config } from '../config-types.js';
+import type { Config } from '../config/types.js';
 import { pinnedDigests } from '../mirror/pins.js';
 import { createStore, type Store } from '../store/store.js';
 import { createCacheIndex, type CacheIndex } from '../store/cache-index.js';

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { createUpstreamTable } from '../config.js';
-import type { Config } from '../config-types.js';
+import { createUpstreamTable } from '../oci/upstream-table.js';
+import type { Config } from '../config/types.js';
 import { createSilentLogger } from '../log.js';
 import { createDigester, digestOf } from '../oci/digest.js';
 import { parseImageRef, type ImageRef } from '../oci/image-ref.js';

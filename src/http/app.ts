@@ -10,7 +10,7 @@ import { API_VERSION_HEADER } from './headers.js';
 import { registerOps, type Readiness } from './ops.js';
 import { answerClientError, answerFrameworkError, unrouted } from './protocol-errors.js';
 import { loadClientAuth, registerClientAuth, warnIfAnonymous } from './client-auth.js';
-import type { ClientAuthConfig } from '../config-types.js';
+import type { ClientAuthConfig } from '../config/types.js';
 import { registerRegistryRoutes } from './routes.js';
 
 /** The built HTTP app, for callers outside http/ (fastify lives here only). */

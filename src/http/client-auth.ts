@@ -15,7 +15,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { ClientAuthConfig } from '../config-types.js';
+import type { ClientAuthConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../oci/errors.js';
 

@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Config, UpstreamConfig } from '../config-types.js';
+import type { Config, UpstreamConfig } from '../config/types.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';

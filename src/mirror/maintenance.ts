@@ -6,7 +6,7 @@
  * the store over its budget; passes never overlap.
  */
 import type { Logger } from '../log.js';
-import type { Config } from '../config-types.js';
+import type { Config } from '../config/types.js';
 import type { Store } from '../store/store.js';
 import type { CacheIndex, EvictionReport } from '../store/cache-index.js';
 import type { Records } from '../store/records.js';

@@ -1,4 +1,4 @@
-import { createUpstreamTable } from '../config.js';
+import { createUpstreamTable } from '../oci/upstream-table.js';
 import type { Digest } from '../oci/digest.js';
 import { parseImageRef, type ImageRef } from '../oci/image-ref.js';
 import { RegistryError } from '../oci/errors.js';

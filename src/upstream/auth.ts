@@ -1,4 +1,4 @@
-import type { UpstreamCredentials } from '../config-types.js';
+import type { UpstreamCredentials } from '../config/types.js';
 import { parseWwwAuthenticate } from './challenge.js';
 import { basicAuthorization, type TokenCache, type TokenKey } from './token-cache.js';
 

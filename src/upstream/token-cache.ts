@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import type { UpstreamCredentials } from '../config-types.js';
+import type { UpstreamCredentials } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { networkError, UpstreamError } from './failure.js';
 import { followRedirects } from './redirect.js';

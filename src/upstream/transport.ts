@@ -1,5 +1,5 @@
 import { Agent, type Dispatcher } from 'undici';
-import type { UpstreamConfig } from '../config-types.js';
+import type { UpstreamConfig } from '../config/types.js';
 import { statusClass, type Metrics } from '../metrics.js';
 import { UpstreamError } from './failure.js';
 import { isLocalHost, lookupWithoutLocal } from './local-address.js';

@@ -3,7 +3,7 @@ import { Agent, request, type RequestOptions } from 'node:https';
 import { request as plainRequest } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig } from '../../src/config/index.js';
 import { createSilentLogger } from '../../src/log.js';
 import { createRuntime } from '../../src/runtime.js';
 import { createTestPki, type TestPki } from '../support/tls.js';

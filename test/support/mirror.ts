@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig } from '../../src/config/index.js';
 import { createSilentLogger, type Logger } from '../../src/log.js';
 import { createRuntime, type Runtime } from '../../src/runtime.js';
 import { terminate, waitForOutput } from './process.js';

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { ConfigError, createUpstreamTable, parseConfig } from '../../src/config.js';
+import { ConfigError, parseConfig } from '../../src/config/index.js';
+import { createUpstreamTable } from '../../src/oci/upstream-table.js';
 import { RegistryError } from '../../src/oci/errors.js';
 import { routeName } from '../../src/oci/path.js';
 import { compilePattern, createRepositoryFilter, findPatternProblem } from '../../src/oci/repository-pattern.js';

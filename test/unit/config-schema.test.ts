@@ -1,17 +1,21 @@
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import standaloneCode from 'ajv/dist/standalone/index.js';
+import type { ValidateFunction } from 'ajv/dist/2020.js';
 import { describe, expect, it } from 'vitest';
-import { CONFIG_FILE_KEYS, ConfigError, DEFAULT_CONFIG_FILE, parseConfig } from '../../src/config.js';
-import { parseDuration, parseSize } from '../../src/config-units.js';
+import { ConfigError, getDefaultConfigFile, parseConfig } from '../../src/config/index.js';
+import { getConfigSchema } from '../../src/config/schema.js';
+import { parseDuration, parseSize } from '../../src/config/units.js';
+import { compileValidator } from '../../src/config/validator.js';
 
-// The shipped files must say what the parser does: these tests keep docs from drifting.
+// mirror.config.schema.json is the source of the config's keys, types and defaults;
+// these tests check what users meet: the shipped files, the docs, the messages.
 
 interface SchemaNode {
   readonly description?: string;
   readonly properties?: Readonly<Record<string, SchemaNode>>;
   readonly additionalProperties?: boolean | SchemaNode;
   readonly $ref?: string;
-  readonly default?: unknown;
-  readonly enum?: readonly unknown[];
   readonly pattern?: string;
 }
 
@@ -19,29 +23,36 @@ interface Schema extends SchemaNode {
   readonly $defs: Readonly<Record<string, SchemaNode>>;
 }
 
-function readJson(name: string): unknown {
-  return JSON.parse(readFileSync(new URL(`../../${name}`, import.meta.url), 'utf8')) as unknown;
+function readText(name: string): string {
+  return readFileSync(new URL(`../../${name}`, import.meta.url), 'utf8');
 }
 
-const schema = readJson('mirror.config.schema.json') as Schema;
-const shippedConfig = readJson('mirror.config.json') as Record<string, unknown>;
+const schema = JSON.parse(readText('mirror.config.schema.json')) as Schema;
+const shippedConfig = JSON.parse(readText('mirror.config.json')) as Record<string, unknown>;
 
-function prop(node: SchemaNode, ...path: string[]): SchemaNode {
-  let current = node;
-  for (const key of path) {
-    const next = current.properties?.[key];
-    if (next === undefined) throw new Error(`schema has no ${path.join('.')}`);
-    current = next;
+function problemsOf(input: unknown, env: Record<string, string> = {}): string[] {
+  try {
+    parseConfig(input, env);
+    return [];
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    return err.problems.map((p) => `${p.path}: ${p.message}`);
   }
-  return current;
 }
 
-function keysOf(node: SchemaNode | undefined): string[] {
-  return Object.keys(node?.properties ?? {}).sort();
+/** The node at a dotted path, `upstream` meaning the `$defs/upstream` every upstream uses. */
+function nodeAt(path: string): SchemaNode | undefined {
+  const [first, ...rest] = path.split('.');
+  let node: SchemaNode | undefined = first === 'upstream' ? schema.$defs.upstream : schema.properties?.[first ?? ''];
+  for (const key of rest) {
+    node = node?.properties?.[key];
+    if (node?.$ref !== undefined) node = schema.$defs[node.$ref.replace('#/$defs/', '')];
+  }
+  return node;
 }
 
-function sorted(keys: readonly string[]): string[] {
-  return [...keys].sort();
+function keysAt(path: string): string {
+  return Object.keys(nodeAt(path)?.properties ?? {}).join(', ');
 }
 
 /** Every object node of the schema with its JSON pointer. */
@@ -51,10 +62,8 @@ function objectNodes(node: SchemaNode, pointer: string): [string, SchemaNode][] 
 }
 
 describe('mirror.config.json', () => {
-  it('is exactly the embedded defaults in file form', () => {
-    const { $schema, ...rest } = shippedConfig;
-    expect($schema).toBe('./mirror.config.schema.json');
-    expect(rest).toEqual(DEFAULT_CONFIG_FILE);
+  it('validates, and is exactly the schema defaults in file form', () => {
+    expect(getConfigSchema().check(shippedConfig)).toEqual({ file: { $schema: './mirror.config.schema.json', ...getDefaultConfigFile() } });
   });
 
   it('parses to the same config as no file at all', () => {
@@ -63,54 +72,46 @@ describe('mirror.config.json', () => {
 });
 
 describe('mirror.config.schema.json', () => {
-  it('lists exactly the keys the parser accepts, for every object', () => {
-    const upstream = schema.$defs.upstream;
-    expect(keysOf(schema)).toEqual(sorted(CONFIG_FILE_KEYS.root));
-    expect(keysOf(prop(schema, 'listen'))).toEqual(sorted(CONFIG_FILE_KEYS.listen));
-    expect(keysOf(prop(schema, 'listen', 'tls'))).toEqual(sorted(CONFIG_FILE_KEYS.tls));
-    expect(keysOf(prop(schema, 'store'))).toEqual(sorted(CONFIG_FILE_KEYS.store));
-    expect(keysOf(prop(schema, 'upstreamDefaults'))).toEqual(sorted(CONFIG_FILE_KEYS.upstreamDefaults));
-    expect(keysOf(schema.$defs.timeouts)).toEqual(sorted(CONFIG_FILE_KEYS.timeouts));
-    expect(keysOf(upstream)).toEqual(sorted(CONFIG_FILE_KEYS.upstream));
-    expect(keysOf(upstream && prop(upstream, 'auth'))).toEqual(sorted(CONFIG_FILE_KEYS.auth));
-    expect(keysOf(prop(schema, 'log'))).toEqual(sorted(CONFIG_FILE_KEYS.log));
-    expect(keysOf(prop(schema, 'clientAuth'))).toEqual(sorted(CONFIG_FILE_KEYS.clientAuth));
-    expect(keysOf(upstream && prop(upstream, 'repositories'))).toEqual(sorted(CONFIG_FILE_KEYS.repositories));
+  it('fills in every default, section by section, and leaves the input as it was', () => {
+    const input = { listen: { port: 6000 }, upstreamDefaults: { timeouts: { body: '1m' } } };
+    const config = parseConfig(input, {});
+    expect(input).toEqual({ listen: { port: 6000 }, upstreamDefaults: { timeouts: { body: '1m' } } });
+    expect(config.listen.host).toBe('0.0.0.0');
+    expect(config.upstreams['quay.io']?.timeouts).toEqual({ connectMs: 5_000, headersMs: 30_000, bodyMs: 60_000 });
+    expect(parseConfig({ clientAuth: { tokensEnv: 'T' } }, { T: 'a-token-long-enough' }).clientAuth?.realm).toBe('oci-mirror');
   });
 
-  it('documents a file that uses every key, and the parser accepts that file', () => {
-    const everyKey = {
-      $schema: './mirror.config.schema.json',
-      listen: { host: '127.0.0.1', port: 5000, tls: { certFile: 'cert.pem', keyFile: 'key.pem' } },
-      store: { path: '/var/lib/oci-mirror', maxSize: '10GiB', idleTtl: '14d' },
-      defaultUpstream: 'docker.io',
-      upstreamDefaults: { freshFor: '1m', maxStale: '1d', timeouts: { connect: '1s', headers: '10s', body: '10s' }, minSpeed: '512B', retries: 1, downFor: '5s', maxConnections: 8 },
-      upstreams: {
-        'docker.io': {
-          url: 'https://registry-1.docker.io',
-          aliases: ['index.docker.io'],
-          library: true,
-          auth: { username: 'me', passwordEnv: 'DOCKERHUB_TOKEN' },
-          repositories: { allow: ['library/*', 'me/**'], deny: ['me/secret'] },
-          allowLocalRedirects: false,
-          freshFor: '2m',
-          maxStale: '2d',
-          timeouts: { connect: '2s', headers: '20s', body: '20s' },
-          minSpeed: '2KiB',
-          retries: 3,
-          downFor: '10s',
-          maxConnections: 16,
-        },
-      },
-      offline: true,
-      clientAuth: { htpasswdFile: '/etc/oci-mirror/htpasswd', tokensEnv: 'MIRROR_TOKENS', metricsTokenEnv: 'METRICS_TOKEN', realm: 'mirror' },
-      log: { level: 'warn' },
-    };
-    const env = { DOCKERHUB_TOKEN: 't', MIRROR_TOKENS: 'a-client-token-of-some-length', METRICS_TOKEN: 'a-metrics-token-of-some-length' };
-    expect(() => parseConfig(everyKey, env)).not.toThrow();
-    const upstreamSample = everyKey.upstreams['docker.io'];
-    expect(Object.keys(everyKey).sort()).toEqual(keysOf(schema));
-    expect(Object.keys(upstreamSample).sort()).toEqual(keysOf(schema.$defs.upstream));
+  it.each([
+    ['listen', { listen: { bogus: 1 } }, 'listen.bogus'],
+    ['listen.tls', { listen: { tls: { certFile: 'c', keyFile: 'k', bogus: 1 } } }, 'listen.tls.bogus'],
+    ['store', { store: { bogus: 1 } }, 'store.bogus'],
+    ['upstreamDefaults', { upstreamDefaults: { bogus: 1 } }, 'upstreamDefaults.bogus'],
+    ['upstreamDefaults.timeouts', { upstreamDefaults: { timeouts: { bogus: 1 } } }, 'upstreamDefaults.timeouts.bogus'],
+    ['upstream', { upstreams: { 'docker.io': { url: 'https://x.io', bogus: 1 } } }, 'upstreams["docker.io"].bogus'],
+    ['upstream.timeouts', { upstreams: { 'docker.io': { url: 'https://x.io', timeouts: { bogus: 1 } } } }, 'upstreams["docker.io"].timeouts.bogus'],
+    ['upstream.auth', { upstreams: { 'docker.io': { url: 'https://x.io', auth: { username: 'u', passwordEnv: 'P', bogus: 1 } } } }, 'upstreams["docker.io"].auth.bogus'],
+    ['upstream.repositories', { upstreams: { 'docker.io': { url: 'https://x.io', repositories: { bogus: 1 } } } }, 'upstreams["docker.io"].repositories.bogus'],
+    ['clientAuth', { clientAuth: { tokensEnv: 'T', bogus: 1 } }, 'clientAuth.bogus'],
+    ['log', { log: { bogus: 1 } }, 'log.bogus'],
+  ])('refuses an unknown key in %s, listing the keys it allows', (node, input, path) => {
+    expect(keysAt(node)).not.toBe('');
+    expect(problemsOf(input)).toEqual([`${path}: unknown key (allowed: ${keysAt(node)})`]);
+  });
+
+  it('refuses a zero size or duration where the code needs more than zero', () => {
+    expect(problemsOf({ store: { maxSize: '0', idleTtl: '0s' } })).toEqual([
+      'store.maxSize: expected a size greater than zero, got "0"',
+      'store.idleTtl: expected a duration greater than zero, got "0s"',
+    ]);
+    expect(problemsOf({ upstreamDefaults: { minSpeed: '0KiB', timeouts: { connect: '0ms' } } })).toEqual([
+      'upstreamDefaults.timeouts.connect: expected a duration greater than zero, got "0ms"',
+      'upstreamDefaults.minSpeed: expected a size greater than zero, got "0KiB"',
+    ]);
+    expect(parseConfig({ upstreamDefaults: { freshFor: '0s', maxStale: '0s', downFor: '0s' } }, {}).upstreams['ghcr.io']).toMatchObject({
+      freshForMs: 0,
+      maxStaleMs: 0,
+      downForMs: 0,
+    });
   });
 
   it('describes every option and closes every object', () => {
@@ -124,31 +125,13 @@ describe('mirror.config.schema.json', () => {
     }
   });
 
-  it('states the same defaults as DEFAULT_CONFIG_FILE', () => {
-    const d = DEFAULT_CONFIG_FILE;
-    const timeouts = schema.$defs.timeouts ?? {};
-    expect(prop(schema, 'listen', 'host').default).toBe(d.listen.host);
-    expect(prop(schema, 'listen', 'port').default).toBe(d.listen.port);
-    for (const key of CONFIG_FILE_KEYS.store) expect(prop(schema, 'store', key).default, key).toEqual(d.store[key]);
-    expect(prop(schema, 'defaultUpstream').default).toBe(d.defaultUpstream);
-    for (const key of CONFIG_FILE_KEYS.upstreamDefaults) {
-      if (key !== 'timeouts') expect(prop(schema, 'upstreamDefaults', key).default, key).toBe(d.upstreamDefaults[key]);
-    }
-    for (const key of CONFIG_FILE_KEYS.timeouts) expect(prop(timeouts, key).default, key).toBe(d.upstreamDefaults.timeouts[key]);
-    expect(prop(schema, 'offline').default).toBe(d.offline);
-    expect(prop(schema, 'log', 'level').default).toBe(d.log.level);
-  });
-
-  it('offers exactly the log levels the parser accepts', () => {
-    const levels = prop(schema, 'log', 'level').enum ?? [];
-    for (const level of levels) expect(parseConfig({ log: { level } }, {}).log.level).toBe(level);
-    expect(() => parseConfig({ log: { level: 'verbose' } }, {})).toThrow(ConfigError);
-    expect([...levels].sort()).toEqual(['debug', 'error', 'fatal', 'info', 'silent', 'trace', 'warn']);
+  it('lets an upstream set every upstreamDefaults option', () => {
+    for (const key of Object.keys(nodeAt('upstreamDefaults')?.properties ?? {})) expect(nodeAt(`upstream.${key}`), key).toBeDefined();
   });
 
   it.each([
-    ['duration', parseDuration, ['30s', '500ms', '1.5h', '1w', '10 s', 'fast', '30', '5M', '-1s', '1h30m', '.5s']],
-    ['size', parseSize, ['123', '50GiB', '10gb', '1 KiB', '5b', 'lots', '10G', '1e9', '-1', 'GiB', '1.KiB']],
+    ['duration', parseDuration, ['30s', '500ms', '1.5h', '1w', '10 s', '0s', 'fast', '30', '5M', '-1s', '1h30m', '.5s']],
+    ['size', parseSize, ['123', '50GiB', '10gb', '1 KiB', '5b', '50Gi', '1ti', '0', 'lots', '10G', '1e9', '-1', 'GiB', '1.KiB', '5Gib', '5Kb', '5Gii', '5iB']],
   ] as const)('has a %s pattern that agrees with the parser', (name, parse, samples) => {
     const pattern = new RegExp(schema.$defs[name]?.pattern ?? '(?!)');
     for (const sample of samples) {
@@ -156,26 +139,36 @@ describe('mirror.config.schema.json', () => {
         try {
           parse(sample);
           return true;
-        } catch {
+        } catch (err) {
+          if (!(err instanceof RangeError)) throw err;
           return false;
         }
       })();
       expect(pattern.test(sample), sample).toBe(parses);
     }
   });
+});
 
-  it('has an upstream key pattern that agrees with the parser', () => {
-    const pattern = new RegExp(schema.$defs.host?.pattern ?? '(?!)');
-    for (const key of ['ghcr.io', 'localhost:5000', 'a-b.example.com', 'GHCR.io', 'ghcr.io/x', '-a.io', 'a..b', 'https://x']) {
-      const accepted = (() => {
-        try {
-          parseConfig({ defaultUpstream: key, upstreams: { [key]: { url: 'https://example.com' } } }, {});
-          return true;
-        } catch {
-          return false;
-        }
-      })();
-      expect(pattern.test(key), key).toBe(accepted);
+describe('the precompiled validator (npm run build)', () => {
+  it('fills in and refuses exactly what the validator compiled at run time does', () => {
+    const { ajv, validate } = compileValidator(schema, { source: true });
+    const module = { exports: {} as unknown };
+    new Function('require', 'module', standaloneCode.default(ajv, validate))(createRequire(import.meta.url), module);
+    const precompiled = module.exports as ValidateFunction;
+    const inputs = [{}, null, { store: { maxSize: '0', idleTtl: 'fast' }, colour: 1 }, { upstreams: { 'A.io': {}, 'b.io': { url: 'https://b.io', timeouts: {} } } }];
+    for (const input of inputs) {
+      const [a, b] = [structuredClone(input), structuredClone(input)];
+      expect([precompiled(a), a, precompiled.errors], JSON.stringify(input)).toEqual([validate(b), b, validate.errors]);
     }
+  });
+});
+
+describe('README', () => {
+  it('documents only keys the schema has', () => {
+    const readme = readText('README.md');
+    const section = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 1));
+    const keys = [...section.matchAll(/^\| `([^`]+)`(?:, `([^`]+)`)?/gm)].flatMap((m) => [m[1], m[2]]).filter((k) => k !== undefined);
+    expect(keys.length).toBeGreaterThan(20);
+    for (const key of keys) expect(nodeAt(key.replace(/^upstreams\.<registry>\./, 'upstream.')), key).toBeDefined();
   });
 });

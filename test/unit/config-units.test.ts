@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatBytes, formatDuration, parseDuration, parseSize } from '../../src/config-units.js';
+import { formatBytes, formatDuration, parseDuration, parseSize } from '../../src/config/units.js';
 
 describe('parseDuration', () => {
   it.each([
@@ -44,11 +44,18 @@ describe('parseSize', () => {
     ['50gib', 50 * 2 ** 30],
     ['1.5KiB', 1536],
     ['50 GiB', 50 * 2 ** 30],
+    // Kubernetes resource quantities: Ki, Mi, Gi, Ti, Pi are powers of 1024.
+    ['50Gi', 50 * 2 ** 30],
+    ['512Mi', 512 * 2 ** 20],
+    ['1Ki', 1024],
+    ['2Ti', 2 * 2 ** 40],
+    ['1Pi', 2 ** 50],
+    ['1.5gi', 1.5 * 2 ** 30],
   ])('reads %s as %i bytes', (text, bytes) => {
     expect(parseSize(text)).toBe(bytes);
   });
 
-  it.each(['', 'lots', '10G', '10 gigabytes', '-1', '1e9', 'GiB', '5 5MB', '1.KiB'])('rejects %j', (text) => {
+  it.each(['', 'lots', '10G', '10 gigabytes', '-1', '1e9', 'GiB', '5 5MB', '1.KiB', 'Gi', '5Gii', '5iB'])('rejects %j', (text) => {
     expect(() => parseSize(text)).toThrow(`invalid size ${JSON.stringify(text)}`);
   });
 

@@ -2,7 +2,7 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { ConfigError, DEFAULT_CONFIG_FILE, loadConfig, parseConfig, type Config } from '../../src/config.js';
+import { ConfigError, getDefaultConfigFile, loadConfig, parseConfig, type Config } from '../../src/config/index.js';
 
 const NO_ENV = {};
 
@@ -50,8 +50,8 @@ describe('parseConfig defaults', () => {
     expect(config.upstreams['ghcr.io']).toEqual({ name: 'ghcr.io', url: 'https://ghcr.io', aliases: [], library: false, ...DEFAULT_POLICY });
   });
 
-  it('parses DEFAULT_CONFIG_FILE itself to the same config as the empty file', () => {
-    expect(parseConfig(DEFAULT_CONFIG_FILE, NO_ENV)).toEqual(parseConfig({}, NO_ENV));
+  it('parses the default config file itself to the same config as the empty file', () => {
+    expect(parseConfig(getDefaultConfigFile(), NO_ENV)).toEqual(parseConfig({}, NO_ENV));
   });
 
   it('freezes the result deeply, so mutating it throws', () => {
@@ -66,7 +66,7 @@ describe('parseConfig defaults', () => {
     expect(() => {
       (config.upstreams['ghcr.io']?.timeouts as { connectMs: number }).connectMs = 1;
     }).toThrow(TypeError);
-    expect(Object.isFrozen(DEFAULT_CONFIG_FILE.upstreams)).toBe(true);
+    expect(Object.isFrozen(getDefaultConfigFile().upstreams)).toBe(true);
   });
 });
 

@@ -4,7 +4,7 @@ import { join, relative } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseAllDocuments, parse as parseYaml } from 'yaml';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig } from '../../src/config/index.js';
 import { createSilentLogger } from '../../src/log.js';
 import { createRuntime } from '../../src/runtime.js';
 

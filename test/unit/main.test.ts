@@ -103,6 +103,7 @@ describe('USAGE', () => {
       apply: false,
     });
     expect(parseCommandLine(['prune', '--older-than', '1h', '--apply'])).toMatchObject({ kind: 'prune', apply: true });
+    expect(parseCommandLine(['prune', '--max-size', '50Gi'])).toMatchObject({ kind: 'prune', targetBytes: 50 * 2 ** 30 });
     expect(parseCommandLine(['stats', '--json', '--url', 'http://127.0.0.1:5000'])).toEqual({
       kind: 'stats',
       options: {},

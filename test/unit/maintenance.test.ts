@@ -3,7 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { parseConfig } from '../../src/config.js';
+import { parseConfig } from '../../src/config/index.js';
 import { createSilentLogger } from '../../src/log.js';
 import { createMaintenance, maintenanceIntervalMs, type Maintenance } from '../../src/mirror/maintenance.js';
 import { parseDigest, type Digest } from '../../src/oci/digest.js';

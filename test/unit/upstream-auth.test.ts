@@ -1,7 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { UpstreamConfig, UpstreamCredentials } from '../../src/config-types.js';
+import type { UpstreamConfig, UpstreamCredentials } from '../../src/config/types.js';
 import { createSilentLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
 import {

@@ -1,6 +1,6 @@
 /**
  * Human units of the config file: durations (`"30s"`, `"5m"`, `"7d"`) and sizes
- * (`"50GiB"`, `"100MB"`, `"123"`). Code works in milliseconds and bytes; these
+ * (`"50GiB"`, `"50Gi"`, `"100MB"`, `"123"`). Code works in milliseconds and bytes; these
  * functions are the only place that converts.
  */
 
@@ -20,7 +20,11 @@ const DURATION_UNITS_MS: Readonly<Record<string, number>> = {
   w: WEEK_MS,
 };
 
-/** Size units, matched case-insensitively. `KB` is 1000 bytes, `KiB` 1024 (IEC 80000-13). */
+/**
+ * Size units, matched case-insensitively. `KB` is 1000 bytes, `KiB` 1024 (IEC 80000-13);
+ * `Ki` is Kubernetes' spelling of `KiB` (resource quantities), so a value copied from a
+ * PersistentVolumeClaim (`"50Gi"`) means the same here.
+ */
 const SIZE_UNITS_BYTES: Readonly<Record<string, number>> = {
   b: 1,
   kb: 1e3,
@@ -33,6 +37,11 @@ const SIZE_UNITS_BYTES: Readonly<Record<string, number>> = {
   gib: 2 ** 30,
   tib: 2 ** 40,
   pib: 2 ** 50,
+  ki: 2 ** 10,
+  mi: 2 ** 20,
+  gi: 2 ** 30,
+  ti: 2 ** 40,
+  pi: 2 ** 50,
 };
 
 const DURATION_PATTERN = /^(\d+(?:\.\d+)?) ?([a-z]+)$/;
@@ -43,7 +52,7 @@ export function parseDuration(text: string): number {
   const match = DURATION_PATTERN.exec(text);
   const factor = match?.[2] === undefined ? undefined : DURATION_UNITS_MS[match[2]];
   if (match?.[1] === undefined || factor === undefined) {
-    throw new Error(
+    throw new RangeError(
       `invalid duration ${JSON.stringify(text)}: expected a number and a unit (ms, s, m, h, d, w), like "30s"`,
     );
   }
@@ -51,17 +60,17 @@ export function parseDuration(text: string): number {
 }
 
 /**
- * Bytes in a size such as `"50GiB"`, `"512MiB"`, `"10GB"`, `"100mb"` or `"123"`
- * (plain bytes). Binary (KiB…PiB) and decimal (KB…PB) units, any letter case.
+ * Bytes in a size such as `"50GiB"`, `"50Gi"`, `"512MiB"`, `"10GB"`, `"100mb"` or `"123"`
+ * (plain bytes). Binary (KiB…PiB, Ki…Pi) and decimal (KB…PB) units, any letter case.
  */
 export function parseSize(text: string): number {
   const match = SIZE_PATTERN.exec(text);
   const unit = match?.[2]?.toLowerCase();
   const factor = unit === undefined ? undefined : unit === '' ? 1 : SIZE_UNITS_BYTES[unit];
   if (match?.[1] === undefined || factor === undefined) {
-    throw new Error(
+    throw new RangeError(
       `invalid size ${JSON.stringify(text)}: expected a number of bytes, optionally with a unit ` +
-        `(B, KB, MB, GB, TB, PB, KiB, MiB, GiB, TiB, PiB), like "50GiB"`,
+        `(B, KB, MB, GB, TB, PB, KiB, MiB, GiB, TiB, PiB, Ki, Mi, Gi, Ti, Pi), like "50GiB"`,
     );
   }
   return toSafeInteger(Number(match[1]) * factor, 'size', text);
@@ -70,7 +79,7 @@ export function parseSize(text: string): number {
 function toSafeInteger(value: number, what: string, text: string): number {
   const rounded = Math.round(value);
   if (!Number.isSafeInteger(rounded)) {
-    throw new Error(`invalid ${what} ${JSON.stringify(text)}: too large`);
+    throw new RangeError(`invalid ${what} ${JSON.stringify(text)}: too large`);
   }
   return rounded;
 }

@@ -1,0 +1,75 @@
+/**
+ * The config file after validation, defaults applied: generated from
+ * mirror.config.schema.json by test/unit/config-types.test.ts. Do not edit; edit the
+ * schema and run `npm run config:types`. Keys with a default are always present.
+ */
+export interface ConfigFile {
+  readonly $schema?: string;
+  readonly listen: {
+    readonly host: string;
+    readonly port: number;
+    readonly tls?: {
+      readonly certFile: string;
+      readonly keyFile: string;
+    };
+  };
+  readonly store: {
+    readonly path: string;
+    readonly maxSize: string;
+    readonly idleTtl: string;
+    readonly pins: readonly string[];
+  };
+  readonly defaultUpstream: string;
+  readonly upstreamDefaults: {
+    readonly freshFor: string;
+    readonly maxStale: string;
+    readonly timeouts: {
+      readonly connect: string;
+      readonly headers: string;
+      readonly body: string;
+    };
+    readonly minSpeed: string;
+    readonly retries: number;
+    readonly downFor: string;
+    readonly maxConnections: number;
+  };
+  readonly upstreams: Readonly<Record<string, UpstreamFile>>;
+  readonly offline: boolean;
+  readonly clientAuth?: {
+    readonly htpasswdFile?: string;
+    readonly tokensEnv?: string;
+    readonly metricsTokenEnv?: string;
+    readonly realm: string;
+  };
+  readonly log: {
+    readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  };
+}
+
+export interface TimeoutsFile {
+  readonly connect?: string;
+  readonly headers?: string;
+  readonly body?: string;
+}
+
+export interface UpstreamFile {
+  readonly url: string;
+  readonly aliases: readonly string[];
+  readonly library: boolean;
+  readonly auth?: {
+    readonly username: string;
+    readonly passwordEnv: string;
+  };
+  readonly repositories?: {
+    readonly allow: readonly string[];
+    readonly deny: readonly string[];
+  };
+  readonly allowLocalRedirects?: boolean;
+  readonly freshFor?: string;
+  readonly maxStale?: string;
+  readonly timeouts?: TimeoutsFile;
+  readonly minSpeed?: string;
+  readonly retries?: number;
+  readonly downFor?: string;
+  readonly maxConnections?: number;
+}
