@@ -71,12 +71,19 @@ describe('deploy/', () => {
       'Dockerfile',
       'compose.yaml',
       'mirror.config.json',
-      'kubernetes/kustomization.yaml',
-      'kubernetes/statefulset.yaml',
-      'kubernetes/service.yaml',
-      'kubernetes/configmap.yaml',
-      'kubernetes/servicemonitor.yaml',
-      'kubernetes/prometheusrule.yaml',
+      'kubernetes/base/kustomization.yaml',
+      'kubernetes/base/statefulset.yaml',
+      'kubernetes/base/service.yaml',
+      'kubernetes/base/service-headless.yaml',
+      'kubernetes/base/serviceaccount.yaml',
+      'kubernetes/base/poddisruptionbudget.yaml',
+      'kubernetes/base/mirror.config.json',
+      'kubernetes/components/monitoring/kustomization.yaml',
+      'kubernetes/components/monitoring/servicemonitor.yaml',
+      'kubernetes/components/monitoring/prometheusrule.yaml',
+      'kubernetes/components/monitoring/oci-mirror.dashboard.json',
+      'kubernetes/overlays/monitoring/kustomization.yaml',
+      'kubernetes/overlays/node-mirror/kustomization.yaml',
       'containerd/config.toml',
       'containerd/certs.d/docker.io/hosts.toml',
       'containerd/certs.d/ghcr.io/hosts.toml',
@@ -89,6 +96,7 @@ describe('deploy/', () => {
       'kind/kind-config.yaml',
       'grafana/oci-mirror.dashboard.json',
       'prometheus/oci-mirror.rules.yaml',
+      'prometheus/oci-mirror.rules.test.yaml',
     ]) {
       expect(files).toContain(expected);
     }
@@ -114,17 +122,18 @@ describe('deploy/', () => {
     expect(parsed).toBeGreaterThanOrEqual(20);
   });
 
-  it('ships a mirror config the mirror accepts, verbatim in the Kubernetes ConfigMap', async () => {
+  it('ships a mirror config the mirror accepts, verbatim in the kustomize base', async () => {
     const file = JSON.parse(await read('mirror.config.json')) as Json;
     expect(() => parseConfig(file, {})).not.toThrow();
-    const configMap = (await readYaml('kubernetes/configmap.yaml')) as { data: Record<string, string> };
-    expect(JSON.parse(configMap.data['mirror.config.json'] ?? 'null')).toEqual(file);
+    expect(JSON.parse(await read('kubernetes/base/mirror.config.json'))).toEqual(file);
   });
 
-  it('ships the same alert rules as a rules file and as a PrometheusRule', async () => {
+  it('ships the same alert rules as a rules file and as a PrometheusRule, and one dashboard', async () => {
     const rules = (await readYaml('prometheus/oci-mirror.rules.yaml')) as { groups: unknown };
-    const resource = (await readYaml('kubernetes/prometheusrule.yaml')) as { spec: { groups: unknown } };
+    const resource = (await readYaml('kubernetes/components/monitoring/prometheusrule.yaml')) as { spec: { groups: unknown } };
     expect(resource.spec.groups).toEqual(rules.groups);
+    const dashboard = JSON.parse(await read('grafana/oci-mirror.dashboard.json')) as Json;
+    expect(JSON.parse(await read('kubernetes/components/monitoring/oci-mirror.dashboard.json'))).toEqual(dashboard);
   });
 
   it('gives every alert a severity, a summary and an expression', async () => {
@@ -184,7 +193,7 @@ describe('deploy/', () => {
   });
 
   it('probes /healthz and /readyz and bounds resources in the StatefulSet', async () => {
-    const set = (await readYaml('kubernetes/statefulset.yaml')) as {
+    const set = (await readYaml('kubernetes/base/statefulset.yaml')) as {
       spec: {
         template: { metadata: { annotations: Record<string, string> }; spec: { containers: Record<string, { httpGet?: { path: string } } & Record<string, unknown>>[] } };
         volumeClaimTemplates: unknown[];
