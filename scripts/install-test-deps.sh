@@ -3,7 +3,11 @@
 # docker-registry (CNCF Distribution, the upstream) and the real clients: skopeo,
 # containerd + ctr, podman, and dockerd with Debian's docker CLI (docker.io); plus what
 # the harness needs: socat and iproute2 (dockerd's network namespace), openssl (test CA),
-# mount (a small tmpfs for the disk-full tests) and script (a pseudo-terminal for warm).
+# mount (a small tmpfs for the disk-full tests) and script (a pseudo-terminal for warm);
+# and promtool (Debian's prometheus package) for the alert rule tests. The Kubernetes
+# manifests are rendered with `kubectl kustomize`, which needs kustomize v4 or later
+# (components): Debian 12's kubernetes-client (1.20, kustomize v2) is too old, so kubectl
+# is checked below rather than installed.
 # Idempotent; a tool that is still missing afterwards is an error, never a skip.
 set -euo pipefail
 
@@ -24,6 +28,7 @@ tools=(
   nsenter:util-linux
   mount:mount
   script:bsdutils
+  promtool:prometheus
 )
 
 have() {
@@ -36,8 +41,15 @@ for entry in "${tools[@]}"; do
   if ! have "$tool" && [[ " ${need[*]} " != *" $package "* ]]; then need+=("$package"); fi
 done
 
+# kubectl with kustomize v4+, for test/unit/deploy-kubernetes.test.ts.
+kustomize_version=$(kubectl version --client 2>/dev/null | sed -n 's/^Kustomize Version: v\([0-9]*\).*/\1/p')
+if [ -z "$kustomize_version" ] || [ "$kustomize_version" -lt 4 ]; then
+  echo "kubectl with kustomize v4 or later is missing (found: ${kustomize_version:-none}); install kubectl 1.21 or later" >&2
+  exit 1
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
-  echo "test tools present: ${tools[*]%%:*}"
+  echo "test tools present: ${tools[*]%%:*} kubectl"
   exit 0
 fi
 
@@ -50,7 +62,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 echo "installing test tools with apt-get: ${need[*]}"
-# No package may start a system service (dockerd, containerd, the registry): the tests
+# No package may start a system service (dockerd, containerd, the registry, prometheus): the tests
 # start their own, privately, on loopback. Debian images ship a policy-rc.d that says
 # so; where there is none, one is in place for the install only.
 if [ ! -e /usr/sbin/policy-rc.d ]; then
