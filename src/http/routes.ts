@@ -55,7 +55,7 @@ export function registerRegistryRoutes(app: FastifyInstance, appDeps: AppDeps): 
   app.route({
     method: ['POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v2/*',
-    handler: async () => {
+    handler: () => {
       throw unsupported();
     },
   });
