@@ -10,6 +10,7 @@
  * Any other failure of the body is mapped to an UpstreamError too.
  */
 import { Readable } from 'node:stream';
+import { closeBody } from './body.js';
 import { networkError, UpstreamError } from './failure.js';
 
 export interface SpeedFloor {
@@ -56,9 +57,7 @@ class SpeedGuard extends Readable {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    // Its late 'error' (undici's abort) must not be uncaught.
-    this.#source.on('error', () => undefined);
-    this.#source.destroy();
+    closeBody(this.#source);
     callback(err);
   }
 
