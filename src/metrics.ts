@@ -7,7 +7,6 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
  */
 export type RequestKind = 'manifest' | 'blob' | 'tags' | 'referrers';
 export type Outcome = 'hit' | 'miss' | 'coalesced' | 'revalidated' | 'stale' | 'error';
-export type ByteSource = 'cache' | 'upstream';
 
 export interface Metrics {
   readonly registry: Registry;

@@ -15,9 +15,11 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import bcrypt from 'bcryptjs';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
 import type { ClientAuthConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../oci/errors.js';
+import { createSingleFlight } from '../single-flight.js';
 
 export interface ClientAuth {
   /** The registry API wants credentials. */
@@ -39,8 +41,9 @@ export async function loadClientAuth(config: ClientAuthConfig | undefined, now: 
   const users = config?.htpasswdFile === undefined ? new Map<string, string>() : await readHtpasswd(config.htpasswdFile);
   const tokens = (config?.tokens ?? []).map(fingerprint);
   const metricsToken = config?.metricsToken === undefined ? undefined : fingerprint(config.metricsToken);
-  const verdicts = new Map<string, { readonly ok: boolean; readonly until: number }>();
-  const pending = new Map<string, Promise<boolean>>();
+  // ttlResolution 0: ask `now` on every lookup, no cached reading.
+  const verdicts = new LRUCache<string, boolean>({ max: MAX_VERDICTS, ttl: VERDICT_TTL_MS, ttlResolution: 0, perf: { now } });
+  const verifications = createSingleFlight<boolean>();
   const isToken = (candidate: string): boolean => {
     const print = fingerprint(candidate);
     // Every token is compared, so the time taken says nothing about which one came close.
@@ -60,30 +63,17 @@ export async function loadClientAuth(config: ClientAuthConfig | undefined, now: 
     return isToken(password);
   }
 
-  function remember(key: string, ok: boolean): void {
-    if (verdicts.size >= MAX_VERDICTS) {
-      for (const [k, v] of verdicts) if (v.until <= now() || verdicts.size >= MAX_VERDICTS) verdicts.delete(k);
-    }
-    verdicts.set(key, { ok, until: now() + VERDICT_TTL_MS });
-  }
-
-  async function allowsRegistry(authorization: string | undefined): Promise<boolean> {
-    if (authorization === undefined || authorization === '') return false;
+  function allowsRegistry(authorization: string | undefined): Promise<boolean> {
+    if (authorization === undefined || authorization === '') return Promise.resolve(false);
     const key = fingerprint(authorization).toString('hex');
     const known = verdicts.get(key);
-    if (known !== undefined && known.until > now()) return known.ok;
-    let verdict = pending.get(key);
-    if (!verdict) {
-      verdict = verify(authorization)
-        .catch(() => false)
-        .then((ok) => {
-          remember(key, ok);
-          return ok;
-        })
-        .finally(() => pending.delete(key));
-      pending.set(key, verdict);
-    }
-    return verdict;
+    if (known !== undefined) return Promise.resolve(known);
+    const { promise } = verifications.run(key, async () => {
+      const ok = await verify(authorization);
+      verdicts.set(key, ok);
+      return ok;
+    });
+    return promise;
   }
 
   return {
@@ -116,7 +106,10 @@ export function registerClientAuth(app: FastifyInstance, auth: ClientAuth): void
   });
 }
 
-/** LESSONS §25: credentials upstream and anonymous clients serve private images to anyone. */
+/**
+ * A mirror pulls with its own upstream credentials, whoever asks: with anonymous clients
+ * it hands the private images those credentials can read to anyone who reaches it.
+ */
 export function warnIfAnonymous(auth: ClientAuth, upstreamsWithCredentials: readonly string[], log: Logger): void {
   if (auth.protectsRegistry || upstreamsWithCredentials.length === 0) return;
   log.warn(

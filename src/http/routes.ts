@@ -2,6 +2,7 @@ import { pipeline } from 'node:stream/promises';
 import type { ServerResponse } from 'node:http';
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { LRUCache } from 'lru-cache';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../oci/errors.js';
 import { parseApiPath, routeName, type ApiPath, type Route } from '../oci/path.js';
@@ -12,6 +13,8 @@ import type { AppDeps } from './app.js';
 import { API_VERSION_HEADER } from './headers.js';
 
 const API_VERSION_NAME = 'docker-distribution-api-version';
+/** (Accept header, media type) pairs whose answer is kept: clients send a handful of distinct lists. */
+const KNOWN_ACCEPT_ANSWERS = 64;
 
 const BLOB_HEADERS = {
   ...API_VERSION_HEADER,
@@ -32,14 +35,13 @@ interface RouteDeps extends AppDeps {
  * the list was a measurable share of a manifest hit (test/bench/README.md).
  */
 function createAcceptCheck(): RouteDeps['accepts'] {
-  const known = new Map<string, boolean>();
+  const known = new LRUCache<string, boolean>({ max: KNOWN_ACCEPT_ANSWERS });
   return (header, mediaType) => {
     if (typeof header !== 'string') return acceptsManifest(parseAccept(header), mediaType);
     const key = `${mediaType}\n${header}`;
     let accepted = known.get(key);
     if (accepted === undefined) {
       accepted = acceptsManifest(parseAccept(header), mediaType);
-      if (known.size >= 64) known.clear();
       known.set(key, accepted);
     }
     return accepted;
@@ -55,7 +57,7 @@ export function registerRegistryRoutes(app: FastifyInstance, appDeps: AppDeps): 
   app.route({
     method: ['POST', 'PUT', 'PATCH', 'DELETE'],
     url: '/v2/*',
-    handler: async () => {
+    handler: () => {
       throw unsupported();
     },
   });

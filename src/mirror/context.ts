@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import type { Config, UpstreamConfig } from '../config/types.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
@@ -10,6 +9,7 @@ import type { CacheIndex } from '../store/cache-index.js';
 import type { StoreHealth } from './store-health.js';
 import type { Records } from '../store/records.js';
 import type { Upstream } from '../upstream/client.js';
+import { closeBody } from '../upstream/body.js';
 
 /** What the mirror's parts share: the store, the upstreams, and how to observe. */
 export interface MirrorDeps {
@@ -51,31 +51,7 @@ export function offlineMiss(deps: Pick<MirrorDeps, 'metrics'>, code: 'MANIFEST_U
   return new RegistryError(code, `${what} is not in the cache and the mirror is offline (it was not warmed or imported)`);
 }
 
-/** Drops a body we do not need; its late 'error' (undici's abort) must not be uncaught. */
-export function closeBody(body: Readable): void {
-  body.on('error', () => undefined);
-  body.destroy();
-}
-
-/** Reads a small body (manifests, JSON) with a cap, so an upstream cannot fill memory. */
-export async function readCapped(body: Readable, maxBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    total += chunk.length;
-    if (total > maxBytes) {
-      closeBody(body);
-      throw new RegistryError('UNAVAILABLE', `upstream response larger than ${maxBytes} bytes`, { statusCode: 502 });
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, total);
-}
-
-export function contentLength(value: string | undefined): number | undefined {
-  if (value === undefined || !/^\d{1,15}$/.test(value)) return undefined;
-  return Number(value);
-}
+export { closeBody, contentLength, readCapped } from '../upstream/body.js';
 
 /**
  * Confirms, for an upstream with credentials, that `repository` may see `digest`: the

@@ -1,5 +1,3 @@
-import { UpstreamError } from './failure.js';
-
 /**
  * The "assumed offline" window (Artifactory's Assumed Offline Period, Verdaccio's
  * fail_timeout): after an upstream is unreachable, requests fail at once for
@@ -11,12 +9,15 @@ import { UpstreamError } from './failure.js';
  * While probing, other requests still fail fast. Any answer from the upstream (a 404
  * or a 401 too) proves it reachable.
  */
-export type Outcome = 'reachable' | 'unreachable' | 'aborted';
+import { UpstreamError } from './failure.js';
+
+/** What one request showed of the upstream; `aborted` (the caller left) shows nothing. */
+export type Reachability = 'reachable' | 'unreachable' | 'aborted';
 
 export interface Breaker {
   /** Throws UNAVAILABLE while open; returns true when this request is the probe. */
   enter(): boolean;
-  settle(outcome: Outcome, probe: boolean): void;
+  settle(reachability: Reachability, probe: boolean): void;
   isOpen(): boolean;
 }
 
@@ -47,12 +48,12 @@ export function createBreaker(options: BreakerOptions): Breaker {
     return true;
   }
 
-  function settle(outcome: Outcome, probe: boolean): void {
+  function settle(reachability: Reachability, probe: boolean): void {
     if (probe) probing = false;
-    if (outcome === 'unreachable' && downForMs > 0) {
+    if (reachability === 'unreachable' && downForMs > 0) {
       if (openUntil === undefined) options.onOpen();
       openUntil = now() + downForMs;
-    } else if (outcome === 'reachable' && openUntil !== undefined) {
+    } else if (reachability === 'reachable' && openUntil !== undefined) {
       openUntil = undefined;
       options.onClose();
     }

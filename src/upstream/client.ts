@@ -6,11 +6,12 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../oci/errors.js';
 import { createAuthenticator, createTokenCache } from './auth.js';
-import { createBreaker, type Breaker, type Outcome } from './breaker.js';
+import { discard } from './body.js';
+import { createBreaker, type Breaker, type Reachability } from './breaker.js';
 import { isServerFailure, isUpstreamFailure, networkError, statusError } from './failure.js';
 import { followRedirects } from './redirect.js';
 import { guardSpeed } from './speed-guard.js';
-import { createTransport, discard, type Hop } from './transport.js';
+import { createTransport, type Hop } from './transport.js';
 
 export { isUpstreamFailure, UpstreamError, type FailureReason } from './failure.js';
 
@@ -112,7 +113,7 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
       const body = guardSpeed(hop.body, { minBytesPerSecond: config.minBytesPerSecond, windowMs: bodyMs, now });
       return { status: hop.status, headers: hop.headers, body, url: hop.url.href };
     } catch (err) {
-      breaker.settle(outcomeOf(err, req.signal), probe);
+      breaker.settle(reachabilityOf(err, req.signal), probe);
       throw err;
     }
   }
@@ -189,7 +190,7 @@ function breakerFor(config: UpstreamConfig, metrics: Metrics, log: Logger, now: 
   });
 }
 
-function outcomeOf(err: unknown, signal: AbortSignal | undefined): Outcome {
+function reachabilityOf(err: unknown, signal: AbortSignal | undefined): Reachability {
   if (signal?.aborted) return 'aborted';
   return isUpstreamFailure(err) && err.reason === 'unreachable' ? 'unreachable' : 'reachable';
 }

@@ -1,11 +1,12 @@
-import { UpstreamError } from './failure.js';
-import { discard, type Hop } from './transport.js';
-
 /**
  * Server-side redirects. Docker Hub sends blob GETs to a CDN with signed query
  * parameters, registry.k8s.io to S3 or Artifact Registry, quay.io to signed URLs:
  * the Location is followed exactly, and `Authorization` never leaves its origin.
  */
+import { discard } from './body.js';
+import { UpstreamError } from './failure.js';
+import type { Hop } from './transport.js';
+
 const REDIRECT_STATUSES: ReadonlySet<number> = new Set([301, 302, 303, 307, 308]);
 
 export const MAX_REDIRECTS = 5;
@@ -45,6 +46,8 @@ export function resolveLocation(current: URL, location: string): URL {
   try {
     next = new URL(location, current);
   } catch (err) {
+    // The WHATWG URL parser throws a TypeError (ERR_INVALID_URL) for what it cannot parse.
+    if (!(err instanceof TypeError)) throw err;
     throw redirectError('redirect to an invalid URL', err);
   }
   if (next.protocol !== 'http:' && next.protocol !== 'https:') {

@@ -1,6 +1,3 @@
-import { Readable } from 'node:stream';
-import { networkError, UpstreamError } from './failure.js';
-
 /**
  * A floor under the speed of an upstream body, as curl's `--speed-limit`/`--speed-time`.
  * undici's bodyTimeout bounds only the gap between two chunks, so an upstream that
@@ -12,6 +9,10 @@ import { networkError, UpstreamError } from './failure.js';
  * of it must have arrived, else the body is destroyed with an UNAVAILABLE UpstreamError.
  * Any other failure of the body is mapped to an UpstreamError too.
  */
+import { Readable } from 'node:stream';
+import { closeBody } from './body.js';
+import { networkError, UpstreamError } from './failure.js';
+
 export interface SpeedFloor {
   readonly minBytesPerSecond: number;
   readonly windowMs: number;
@@ -56,9 +57,7 @@ class SpeedGuard extends Readable {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    // Its late 'error' (undici's abort) must not be uncaught.
-    this.#source.on('error', () => undefined);
-    this.#source.destroy();
+    closeBody(this.#source);
     callback(err);
   }
 

@@ -1,16 +1,19 @@
-import { isIP } from 'node:net';
-import type { UpstreamCredentials } from '../config/types.js';
-import type { Logger } from '../log.js';
-import { networkError, UpstreamError } from './failure.js';
-import { followRedirects } from './redirect.js';
-import { discard, type Body, type Hop } from './transport.js';
-
 /**
  * Bearer tokens of one upstream (distribution `docs/content/spec/auth/token.md`),
  * cached per (realm, service, scope) until a little before `expires_in` (60 s when
  * omitted). Concurrent requests for one key share one fetch; a failed fetch is not
  * cached.
  */
+import { isIP } from 'node:net';
+import { LRUCache } from 'lru-cache';
+import type { UpstreamCredentials } from '../config/types.js';
+import type { Logger } from '../log.js';
+import { createSingleFlight } from '../single-flight.js';
+import { discard, readCapped } from './body.js';
+import { networkError, UpstreamError } from './failure.js';
+import { followRedirects } from './redirect.js';
+import type { Hop } from './transport.js';
+
 export interface TokenKey {
   readonly realm: string;
   readonly service?: string | undefined;
@@ -54,47 +57,31 @@ interface Cached {
 
 export function createTokenCache(options: TokenCacheOptions): TokenCache {
   const { now } = options;
-  const cached = new Map<string, Cached>();
-  const inFlight = new Map<string, Promise<string>>();
+  // Each token keeps its own lifetime (a per-entry ttl); past MAX_CACHED_TOKENS the least
+  // recently used goes. ttlResolution 0: ask `now` on every lookup, no cached reading.
+  const cached = new LRUCache<string, string>({ max: MAX_CACHED_TOKENS, ttlResolution: 0, perf: { now } });
+  const fetches = createSingleFlight<string>();
 
   function findToken(key: TokenKey): string | undefined {
-    const id = keyOf(key);
-    const entry = cached.get(id);
-    if (entry !== undefined && now() >= entry.expiresAt) cached.delete(id);
-    return entry !== undefined && now() < entry.expiresAt ? entry.token : undefined;
+    return cached.get(keyOf(key));
   }
 
   function getToken(key: TokenKey): Promise<string> {
     const token = findToken(key);
     if (token !== undefined) return Promise.resolve(token);
     const id = keyOf(key);
-    const pending = inFlight.get(id);
-    if (pending) return pending;
-    const fetching = fetchToken(key, options)
-      .then((fetched) => {
-        remember(id, fetched);
-        return fetched.token;
-      })
-      .finally(() => inFlight.delete(id));
-    inFlight.set(id, fetching);
-    return fetching;
-  }
-
-  function remember(id: string, entry: Cached): void {
-    cached.delete(id);
-    cached.set(id, entry);
-    if (cached.size <= MAX_CACHED_TOKENS) return;
-    for (const [other, { expiresAt }] of cached) if (now() >= expiresAt) cached.delete(other);
-    // Still full: drop the oldest (Map order is insertion order).
-    for (const other of cached.keys()) {
-      if (cached.size <= MAX_CACHED_TOKENS) break;
-      cached.delete(other);
-    }
+    const { promise } = fetches.run(id, async () => {
+      const fetched = await fetchToken(key, options);
+      const ttlMs = fetched.expiresAt - now();
+      if (ttlMs > 0) cached.set(id, fetched.token, { ttl: ttlMs });
+      return fetched.token;
+    });
+    return promise;
   }
 
   function invalidate(key: TokenKey, token: string): void {
     const id = keyOf(key);
-    if (cached.get(id)?.token === token) cached.delete(id);
+    if (cached.peek(id) === token) cached.delete(id);
   }
 
   return { findToken, getToken, invalidate };
@@ -141,7 +128,7 @@ async function requestTokenBody(
       discard(hop.body);
       throw tokenStatusError(hop.status);
     }
-    return await readCapped(hop.body, MAX_TOKEN_RESPONSE_BYTES);
+    return await readCapped(hop.body, MAX_TOKEN_RESPONSE_BYTES, () => garbage('response too large'));
   } catch (err) {
     throw err instanceof UpstreamError ? err : networkError(err, 'token request');
   }
@@ -158,26 +145,13 @@ function tokenStatusError(status: number): UpstreamError {
   return new UpstreamError('UNAVAILABLE', `upstream token endpoint answered ${status}`, reason);
 }
 
-async function readCapped(body: Body, maxBytes: number): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  let sizeBytes = 0;
-  for await (const chunk of body as AsyncIterable<Buffer>) {
-    sizeBytes += chunk.length;
-    if (sizeBytes > maxBytes) {
-      body.destroy();
-      throw garbage('response too large');
-    }
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks);
-}
-
 /** `token`, else `access_token` (OAuth2 compatibility); `expires_in` in seconds. */
 function parseTokenResponse(body: Buffer): { token: string; expiresInS: number } {
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
   } catch (err) {
+    if (!(err instanceof SyntaxError)) throw err;
     throw garbage('response is not JSON', err);
   }
   if (parsed === null || typeof parsed !== 'object') throw garbage('response is not an object');
@@ -203,6 +177,8 @@ function realmUrl(realm: string): URL {
   try {
     url = new URL(realm);
   } catch (err) {
+    // The WHATWG URL parser throws a TypeError (ERR_INVALID_URL) for what it cannot parse.
+    if (!(err instanceof TypeError)) throw err;
     throw new UpstreamError('UNAVAILABLE', 'upstream sent an invalid token realm', 'invalid', { cause: err });
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {

@@ -1,14 +1,15 @@
-import { Agent, type Dispatcher } from 'undici';
-import type { UpstreamConfig } from '../config/types.js';
-import { statusClass, type Metrics } from '../metrics.js';
-import { UpstreamError } from './failure.js';
-import { isLocalHost, lookupWithoutLocal } from './local-address.js';
-
 /**
  * One HTTP round trip to an upstream (or its token realm, or a redirect target):
  * the per-upstream undici Agent, timeouts, and the metrics every round trip records.
  * No auth, redirects or retries here; see client.ts.
  */
+import { Agent, type Dispatcher } from 'undici';
+import type { UpstreamConfig } from '../config/types.js';
+import { statusClass, type Metrics } from '../metrics.js';
+import { VERSION } from '../version.js';
+import { UpstreamError } from './failure.js';
+import { isLocalHost, lookupWithoutLocal } from './local-address.js';
+
 export type Body = Dispatcher.ResponseData['body'];
 
 export interface Hop {
@@ -33,10 +34,7 @@ export interface Transport {
   close(): Promise<void>;
 }
 
-export const USER_AGENT = 'oci-mirror/0.1.0';
-
-/** Error bodies are small; past this the connection is cheaper to drop than to drain. */
-const DISCARD_LIMIT_BYTES = 64 * 1024;
+export const USER_AGENT = `oci-mirror/${VERSION}`;
 
 export function createTransport(
   config: UpstreamConfig,
@@ -104,12 +102,6 @@ function createAgent(config: UpstreamConfig, guardedHost: string | undefined): A
     headersTimeout: config.timeouts.headersMs,
     bodyTimeout: config.timeouts.bodyMs,
   });
-}
-
-/** Consumes or destroys a body nobody will read, so its connection is freed. */
-export function discard(body: Body): void {
-  if (body.destroyed) return;
-  body.dump({ limit: DISCARD_LIMIT_BYTES }).catch(() => body.destroy());
 }
 
 function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {

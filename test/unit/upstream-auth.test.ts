@@ -218,13 +218,15 @@ describe('token cache', () => {
 
   it('defaults expires_in to 60 seconds', async () => {
     const realm = await serve(json({ token: 'tok' }));
-    const clock = { t: 0 };
+    // A clock that reads like a real one: lru-cache takes an entry stored at time 0 as having no TTL.
+    const start = 1_000_000;
+    const clock = { t: start };
     const { tokens } = tokenCache('http://127.0.0.1:1', clock);
     const key = { realm: `${realm.origin}/token`, scope: 's' };
     await tokens.getToken(key);
-    clock.t = 45_000;
+    clock.t = start + 45_000;
     expect(tokens.findToken(key)).toBe('tok');
-    clock.t = 61_000;
+    clock.t = start + 61_000;
     expect(tokens.findToken(key)).toBeUndefined();
   });
 

@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { text } from 'node:stream/consumers';
@@ -145,7 +146,9 @@ describe('upstream request', () => {
     expect(seen?.headers.accept).toBe('application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json');
     expect(seen?.headers.range).toBe('bytes=0-');
     expect(seen?.headers.authorization).toBeUndefined();
-    expect(seen?.headers['user-agent']).toMatch(/^oci-mirror\//);
+    // The version of package.json, not a copy of it that a release forgets to bump.
+    const { version } = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+    expect(seen?.headers['user-agent']).toBe(`oci-mirror/${version}`);
   });
 
   it('maps 404 to the requested unknown code, not an upstream failure', async () => {
