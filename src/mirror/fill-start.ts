@@ -8,7 +8,7 @@ import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
 import { lockNames } from '../store/layout.js';
-import { currentOwner, isDeadOwner, type Lease } from '../store/lock.js';
+import type { Lease } from '../store/lock.js';
 import { contentLength, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill } from './fill.js';
 import { RemoteFill } from './remote-fill.js';
@@ -31,7 +31,7 @@ const FOLLOW_POLL_MS = 50;
 
 export function createFillStart(deps: MirrorDeps): FillStart {
   const { metrics, store, index, health } = deps;
-  const owner = currentOwner();
+  const owner = store.owner;
   const leading = new Set<Promise<void>>();
 
   /** Room for `sizeBytes` more on the disk, evicting if that makes it; false when not. */
@@ -124,10 +124,6 @@ export function createFillStart(deps: MirrorDeps): FillStart {
         const stallMs = config.timeouts.bodyMs + 5_000;
         const remote = await RemoteFill.follow({ digest, sizeBytes: record.sizeBytes, store, stallMs }, record.spool);
         if (remote) return remote;
-        continue;
-      }
-      if (record && isDeadOwner(record.owner)) {
-        await store.locks.breakLock(lockName);
         continue;
       }
       if (Date.now() > deadline) {

@@ -11,11 +11,14 @@
  *       _tags/<tag>.json                          tag → digest record (see records.ts)
  *       _links/<hex>                              digest confirmed for this repository by an
  *                                                 upstream with credentials
- *     tmp/p<pid>-<nonce>@<host>/                  temp files of one live process (fills in
- *                                                 progress, metadata being written); removed
- *                                                 by the next start-up once that process is gone
+ *     tmp/<instance>/                             temp files of one open store (fills in progress,
+ *                                                 metadata being written), named by its instance id
+ *                                                 (16 hex, new at every start; earlier versions
+ *                                                 wrote tmp/p<pid>-<nonce>@<host>/); removed once
+ *                                                 its process lock is no longer held
  *     tmp/fills/<hex>.json                        {spool, sizeBytes, owner} of a fill in progress,
  *                                                 so other processes can follow its spool
+ *     tmp/<anything else>                         not the mirror's: never removed
  *     locks/<name>.lock                           cross-process locks (lock.ts), named by
  *                                                 `lockNames`: fill-<hex>, evict, process-<tmp dir>
  *     pins.json                                   image references pinned by `warm --pin`
@@ -98,15 +101,18 @@ export const lockNames = {
   process: (name: string): string => `process-${name}`,
 } as const;
 
-/** `p<pid>-<nonce>@<host>`: the owner of a temp directory can be read back from its name alone. */
-export function processTempName(owner: Owner, nonce: string): string {
-  return `p${owner.pid}-${nonce}@${owner.host}`;
+/** A process's temp directory is named by its owner's instance id: `tmp/<instance>/`, held by `process-<instance>`. */
+export function processTempName(owner: Owner): string {
+  return owner.instance;
 }
 
-/** The owner named by a temp directory's name; undefined for anything else. */
-export function parseProcessTempName(name: string): Owner | undefined {
-  const parsed = /^p(\d+)-[0-9a-f]+@(.+)$/.exec(name);
-  return parsed ? { pid: Number(parsed[1]), host: parsed[2] as string } : undefined;
+/**
+ * True for a temp directory name the mirror generates: this version's `<instance>` or an earlier
+ * version's `p<pid>-<nonce>@<host>`. Both are judged by their lock `process-<name>` alone; any
+ * other entry of tmp/ is not the mirror's and is left alone.
+ */
+export function isProcessTempName(name: string): boolean {
+  return /^[0-9a-f]{16}$/.test(name) || /^p\d+-[0-9a-f]+@.+$/.test(name);
 }
 
 /** The digest a file name in tmp/fills/ records; undefined for anything else. */

@@ -7,7 +7,7 @@ import { mkdir } from 'node:fs/promises';
 import { createBlobs, type Blobs } from './blobs.js';
 import { createFillRecords, type FillRecords } from './fill-records.js';
 import { createLayout, type StoreLayout } from './layout.js';
-import { createStoreLocks, type StoreLocks } from './lock.js';
+import { createStoreLocks, type Owner, type StoreLocks } from './lock.js';
 import { createManifestMeta, type ManifestMeta } from './manifest-meta.js';
 import { createTempArea, type TempArea } from './temp-area.js';
 
@@ -18,7 +18,11 @@ export interface Store {
   readonly blobs: Blobs;
   readonly manifests: ManifestMeta;
   readonly fills: FillRecords;
-  /** Creates the tree and removes temp files of processes that are gone (never content). */
+  /** This open store's identity, recorded in its fill records (alive while its process lock is held). */
+  readonly owner: Owner;
+  /**
+   * Creates the tree and removes temp files of processes that are gone (never content).
+   */
   init(): Promise<void>;
   /** Removes this process's temp directory and releases its locks. */
   close(): Promise<void>;
@@ -39,6 +43,7 @@ export function createStore(root: string, locks: StoreLocks = createStoreLocks(r
     blobs,
     manifests: createManifestMeta(layout, blobs, temp),
     fills,
+    owner: temp.owner,
     async init() {
       await mkdir(layout.blobsDir, { recursive: true });
       await temp.open();
