@@ -12,6 +12,7 @@ import { progressMode } from './cli/progress.js';
 import { runWarm } from './cli/warm.js';
 import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
 import { ConfigError, loadConfig, type LoadConfigOptions } from './config.js';
+import { StoreRefusedError } from './store/store-marker.js';
 
 /** Read when `--config` is not given, if it exists in the working directory. */
 const DEFAULT_CONFIG_PATH = 'mirror.config.json';
@@ -87,7 +88,7 @@ function readVersion(): string {
 }
 
 function reportFailure(err: unknown): number {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigError || err instanceof StoreRefusedError) {
     process.stderr.write(`oci-mirror: ${err.message}\n`);
     return EXIT_USAGE;
   }

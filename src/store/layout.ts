@@ -21,6 +21,10 @@
  *     tmp/<anything else>                         not the mirror's: never removed
  *     locks/<name>.lock                           cross-process locks (lock.ts), named by
  *                                                 `lockNames`: fill-<hex>, evict, process-<tmp dir>
+ *     oci-mirror-store.json                       marker: {"format", "createdBy"}; the mirror opens a
+ *                                                 directory only if it has it, is empty, or holds
+ *                                                 nothing but the names above (a store written
+ *                                                 before the marker existed)
  *     pins.json                                   image references pinned by `warm --pin`
  *     index.json                                  recency snapshot (cache-index.ts); a hint, the
  *                                                 disk is the truth for what exists
@@ -41,6 +45,7 @@ export interface StoreLayout {
   readonly repositoriesDir: string;
   readonly snapshotPath: string;
   readonly pinsPath: string;
+  readonly markerPath: string;
   blobPath(digest: Digest): string;
   manifestMetaPath(digest: Digest): string;
   fillRecordPath(digest: Digest): string;
@@ -65,6 +70,7 @@ export function createLayout(root: string): StoreLayout {
     repositoriesDir: join(root, 'repositories'),
     snapshotPath: join(root, 'index.json'),
     pinsPath: join(root, 'pins.json'),
+    markerPath: join(root, STORE_MARKER),
     blobPath(digest) {
       const [dir, hex] = shard(digest);
       return join(root, 'blobs', 'sha256', dir, hex);
@@ -100,6 +106,12 @@ export const lockNames = {
   /** Held by a live process over its temp directory `tmp/<name>/`. */
   process: (name: string): string => `process-${name}`,
 } as const;
+
+/** The marker file that makes a directory a store (store-marker.ts). */
+export const STORE_MARKER = 'oci-mirror-store.json';
+
+/** Every name the store puts at its root: a directory holding only these is a store of an earlier version. */
+export const STORE_ROOT_NAMES: readonly string[] = ['blobs', 'manifests', 'repositories', 'tmp', 'locks', 'index.json', 'pins.json', STORE_MARKER];
 
 /** A process's temp directory is named by its owner's instance id: `tmp/<instance>/`, held by `process-<instance>`. */
 export function processTempName(owner: Owner): string {

@@ -2,6 +2,8 @@
  * The store, composed: its layout and locks, this process's temp area, and the three kinds
  * of things it keeps — blobs (verified content), manifest metadata (media types) and fill
  * records (fills in progress, for other processes). Each part is small and has one file.
+ * Opening claims the directory first (store-marker.ts): nothing is created or swept in a
+ * directory that is not a store.
  */
 import { mkdir } from 'node:fs/promises';
 import { createBlobs, type Blobs } from './blobs.js';
@@ -9,6 +11,7 @@ import { createFillRecords, type FillRecords } from './fill-records.js';
 import { createLayout, type StoreLayout } from './layout.js';
 import { createStoreLocks, type Owner, type StoreLocks } from './lock.js';
 import { createManifestMeta, type ManifestMeta } from './manifest-meta.js';
+import { claimStore, currentCreator } from './store-marker.js';
 import { createTempArea, type TempArea } from './temp-area.js';
 
 export interface Store {
@@ -21,7 +24,8 @@ export interface Store {
   /** This open store's identity, recorded in its fill records (alive while its process lock is held). */
   readonly owner: Owner;
   /**
-   * Creates the tree and removes temp files of processes that are gone (never content).
+   * Claims the directory (refusing one that is not a store), creates the tree and removes
+   * temp files of processes that are gone (never content).
    */
   init(): Promise<void>;
   /** Removes this process's temp directory and releases its locks. */
@@ -45,6 +49,7 @@ export function createStore(root: string, locks: StoreLocks = createStoreLocks(r
     fills,
     owner: temp.owner,
     async init() {
+      await claimStore(layout, await currentCreator());
       await mkdir(layout.blobsDir, { recursive: true });
       await temp.open();
       await sweepTemp();

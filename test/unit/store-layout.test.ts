@@ -30,6 +30,7 @@ describe('store layout', () => {
     expect(layout.fillRecordPath(digest)).toBe(`/s/tmp/fills/${HEX}.json`);
     expect(layout.pinsPath).toBe('/s/pins.json');
     expect(layout.snapshotPath).toBe('/s/index.json');
+    expect(layout.markerPath).toBe('/s/oci-mirror-store.json');
     expect(layout.lockPath(lockNames.fill(digest))).toBe(`/s/locks/fill-${HEX}.lock`);
     expect(layout.lockPath(lockNames.evict)).toBe('/s/locks/evict.lock');
     expect(layout.lockPath(lockNames.process('p1-00@h'))).toBe('/s/locks/process-p1-00@h.lock');
