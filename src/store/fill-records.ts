@@ -26,7 +26,7 @@ export interface FillRecord {
 }
 
 /** How a record's owner is judged: proved alive, not yet known, or gone (its lock not held). */
-export type OwnerState = 'alive' | 'unproven' | 'dead';
+type OwnerState = 'alive' | 'unproven' | 'dead';
 
 export interface FillRecords {
   write(digest: Digest, record: FillRecord): Promise<void>;

@@ -111,7 +111,16 @@ export const lockNames = {
 export const STORE_MARKER = 'oci-mirror-store.json';
 
 /** Every name the store puts at its root: a directory holding only these is a store of an earlier version. */
-export const STORE_ROOT_NAMES: readonly string[] = ['blobs', 'manifests', 'repositories', 'tmp', 'locks', 'index.json', 'pins.json', STORE_MARKER];
+export const STORE_ROOT_NAMES: readonly string[] = [
+  'blobs',
+  'manifests',
+  'repositories',
+  'tmp',
+  'locks',
+  'index.json',
+  'pins.json',
+  STORE_MARKER,
+];
 
 /** A process's temp directory is named by its owner's instance id: `tmp/<instance>/`, held by `process-<instance>`. */
 export function processTempName(owner: Owner): string {

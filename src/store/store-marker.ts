@@ -70,7 +70,8 @@ async function checkMarker(layout: StoreLayout): Promise<void> {
   const format = raw?.format;
   if (typeof format !== 'number') throw new StoreRefusedError(layout.root, `has an unreadable ${STORE_MARKER}`);
   if (format !== STORE_FORMAT) {
-    throw new StoreRefusedError(layout.root, `has store format ${format}, which this version (format ${STORE_FORMAT}) does not know`);
+    const reason = `has store format ${format}, which this version (format ${STORE_FORMAT}) does not know`;
+    throw new StoreRefusedError(layout.root, reason);
   }
 }
 

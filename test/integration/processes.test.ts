@@ -191,7 +191,8 @@ async function spawnUnreaped(upstreamUrl: string, storeDir: string): Promise<Unr
   };
   await writeFile(configFile, JSON.stringify(config));
   const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
-  const script = `${quote(process.execPath)} dist/main.js serve --config ${quote(configFile)} & echo "mirror-pid $!"; exec sleep 1000`;
+  const mirror = `${quote(process.execPath)} dist/main.js serve --config ${quote(configFile)}`;
+  const script = `${mirror} & echo "mirror-pid $!"; exec sleep 1000`;
   const wrapper = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
   wrapper.stdout.on('data', (chunk: Buffer) => {

@@ -42,7 +42,8 @@ describe('store.path that is not a store', () => {
     await writeFile(join(target, 'tmp', 'session'), 'not the mirror\'s');
     const before = await tree(target);
     const config = join(dir, 'mirror.config.json');
-    await writeFile(config, JSON.stringify({ store: { path: target }, upstreams: { 'docker.io': { url: 'http://127.0.0.1:9', library: true } } }));
+    const upstreams = { 'docker.io': { url: 'http://127.0.0.1:9', library: true } };
+    await writeFile(config, JSON.stringify({ store: { path: target }, upstreams }));
     const run = await runBin(['prune', '--max-size', '1GiB', '--config', config]);
     expect(run.code).toBe(2);
     expect(run.stderr).toBe(

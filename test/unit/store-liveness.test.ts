@@ -77,7 +77,7 @@ describe('store liveness', () => {
     expect(await readdir(join(dir, 'tmp'))).not.toContain(PREVIOUS);
   });
 
-  it('does not follow an owner killed before this store opened while its lock is still fresh, and frees it once stale', async () => {
+  it('does not follow an owner killed before this store opened while its lock is fresh, and frees it once stale', async () => {
     // The lock of a process killed 3 s ago (a zombie keeps its PID, not its lock refreshed).
     await mkdir(join(dir, 'locks', `process-${PREVIOUS}.lock`), { recursive: true });
     await age(`process-${PREVIOUS}`, 3_000);
