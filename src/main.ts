@@ -13,6 +13,7 @@ import { runWarm } from './cli/warm.js';
 import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
 import { ConfigError, loadConfig, type LoadConfigOptions } from './config/index.js';
 import { VERSION } from './version.js';
+import { StoreRefusedError } from './store/store-marker.js';
 
 /** Read when `--config` is not given, if it exists in the working directory. */
 const DEFAULT_CONFIG_PATH = 'mirror.config.json';
@@ -81,7 +82,7 @@ function configOptions(options: GlobalOptions): LoadConfigOptions {
 }
 
 function reportFailure(err: unknown): number {
-  if (err instanceof ConfigError) {
+  if (err instanceof ConfigError || err instanceof StoreRefusedError) {
     process.stderr.write(`oci-mirror: ${err.message}\n`);
     return EXIT_USAGE;
   }

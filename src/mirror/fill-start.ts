@@ -11,7 +11,7 @@ import type { Route } from '../oci/path.js';
 import type { FillRecord } from '../store/fill-records.js';
 import { lockNames } from '../store/layout.js';
 import type { Store } from '../store/store.js';
-import { currentOwner, isDeadOwner, type Lease } from '../store/lock.js';
+import type { Lease } from '../store/lock.js';
 import { contentLength, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill } from './fill.js';
 import { RemoteFill } from './remote-fill.js';
@@ -31,7 +31,7 @@ const FOLLOW_POLL_MS = 50;
 export function createFillStart(deps: MirrorDeps): FillStart {
   const { metrics, store, index, health } = deps;
   const now = deps.now ?? Date.now;
-  const owner = currentOwner();
+  const owner = store.owner;
   const leading = new Set<Promise<void>>();
 
   /** Room to spool `sizeBytes`; what to evict for it is the store budget's decision. */
@@ -131,10 +131,6 @@ export function createFillStart(deps: MirrorDeps): FillStart {
         const options = { digest, sizeBytes: record.sizeBytes, store, stallMs, now, writerAlive: claim.writerAlive };
         const remote = await RemoteFill.follow(options, record.spool);
         if (remote) return remote;
-        continue;
-      }
-      if (record && isDeadOwner(record.owner)) {
-        await claim.breakLock();
         continue;
       }
       if (now() > deadline) {

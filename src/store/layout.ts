@@ -11,13 +11,20 @@
  *       _tags/<tag>.json                          tag → digest record (see records.ts)
  *       _links/<hex>                              digest confirmed for this repository by an
  *                                                 upstream with credentials
- *     tmp/p<pid>-<nonce>@<host>/                  temp files of one live process (fills in
- *                                                 progress, metadata being written); removed
- *                                                 by the next start-up once that process is gone
+ *     tmp/<instance>/                             temp files of one open store (fills in progress,
+ *                                                 metadata being written), named by its instance id
+ *                                                 (16 hex, new at every start; earlier versions
+ *                                                 wrote tmp/p<pid>-<nonce>@<host>/); removed once
+ *                                                 its process lock is no longer held
  *     tmp/fills/<hex>.json                        {spool, sizeBytes, owner} of a fill in progress,
  *                                                 so other processes can follow its spool
+ *     tmp/<anything else>                         not the mirror's: never removed
  *     locks/<name>.lock                           cross-process locks (lock.ts), named by
  *                                                 `lockNames`: fill-<hex>, evict, process-<tmp dir>
+ *     oci-mirror-store.json                       marker: {"format", "createdBy"}; the mirror opens a
+ *                                                 directory only if it has it, is empty, or holds
+ *                                                 nothing but the names above (a store written
+ *                                                 before the marker existed)
  *     pins.json                                   image references pinned by `warm --pin`
  *     index.json                                  recency snapshot (cache-index.ts); a hint, the
  *                                                 disk is the truth for what exists
@@ -38,6 +45,7 @@ export interface StoreLayout {
   readonly repositoriesDir: string;
   readonly snapshotPath: string;
   readonly pinsPath: string;
+  readonly markerPath: string;
   blobPath(digest: Digest): string;
   manifestMetaPath(digest: Digest): string;
   fillRecordPath(digest: Digest): string;
@@ -62,6 +70,7 @@ export function createLayout(root: string): StoreLayout {
     repositoriesDir: join(root, 'repositories'),
     snapshotPath: join(root, 'index.json'),
     pinsPath: join(root, 'pins.json'),
+    markerPath: join(root, STORE_MARKER),
     blobPath(digest) {
       const [dir, hex] = shard(digest);
       return join(root, 'blobs', 'sha256', dir, hex);
@@ -98,15 +107,33 @@ export const lockNames = {
   process: (name: string): string => `process-${name}`,
 } as const;
 
-/** `p<pid>-<nonce>@<host>`: the owner of a temp directory can be read back from its name alone. */
-export function processTempName(owner: Owner, nonce: string): string {
-  return `p${owner.pid}-${nonce}@${owner.host}`;
+/** The marker file that makes a directory a store (store-marker.ts). */
+export const STORE_MARKER = 'oci-mirror-store.json';
+
+/** Every name the store puts at its root: a directory holding only these is a store of an earlier version. */
+export const STORE_ROOT_NAMES: readonly string[] = [
+  'blobs',
+  'manifests',
+  'repositories',
+  'tmp',
+  'locks',
+  'index.json',
+  'pins.json',
+  STORE_MARKER,
+];
+
+/** A process's temp directory is named by its owner's instance id: `tmp/<instance>/`, held by `process-<instance>`. */
+export function processTempName(owner: Owner): string {
+  return owner.instance;
 }
 
-/** The owner named by a temp directory's name; undefined for anything else. */
-export function parseProcessTempName(name: string): Owner | undefined {
-  const parsed = /^p(\d+)-[0-9a-f]+@(.+)$/.exec(name);
-  return parsed ? { pid: Number(parsed[1]), host: parsed[2] as string } : undefined;
+/**
+ * True for a temp directory name the mirror generates: this version's `<instance>` or an earlier
+ * version's `p<pid>-<nonce>@<host>`. Both are judged by their lock `process-<name>` alone; any
+ * other entry of tmp/ is not the mirror's and is left alone.
+ */
+export function isProcessTempName(name: string): boolean {
+  return /^[0-9a-f]{16}$/.test(name) || /^p\d+-[0-9a-f]+@.+$/.test(name);
 }
 
 /** The digest a file name in tmp/fills/ records; undefined for anything else. */

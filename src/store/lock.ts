@@ -9,9 +9,9 @@
  * over by the next `tryLock`. A holder that could not refresh in time has lost the lock
  * ("compromised"): it is told through `onLost`, and must not assume exclusivity.
  */
-import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
 import { dirname } from 'node:path';
-import { mkdir, rm } from 'node:fs/promises';
+import { mkdir, rm, stat } from 'node:fs/promises';
 import lockfile from 'proper-lockfile';
 import { createLayout } from './layout.js';
 
@@ -26,7 +26,9 @@ export interface StoreLocks {
   tryLock(name: string): Promise<Lease | undefined>;
   /** Held by a live process (a stale lock counts as free). */
   isLocked(name: string): Promise<boolean>;
-  /** Frees a lock whose holder is known to be dead (same host, no such process). */
+  /** When a held lock was last refreshed by its holder (mtime, ms); undefined when not held. */
+  refreshedAt(name: string): Promise<number | undefined>;
+  /** Frees a lock whose holder is known to be dead (its own process lock is not held). */
   breakLock(name: string): Promise<void>;
 }
 
@@ -78,13 +80,23 @@ export function createStoreLocks(root: string, options: LockOptions = {}): Store
     }
   }
 
+  async function isLocked(name: string): Promise<boolean> {
+    return lockfile.check(layout.lockPath(name), common(name)).catch((err: unknown) => {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+      throw err;
+    });
+  }
+
   return {
     tryLock,
-    async isLocked(name) {
-      return lockfile.check(layout.lockPath(name), common(name)).catch((err: unknown) => {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    isLocked,
+    async refreshedAt(name) {
+      if (!(await isLocked(name))) return undefined;
+      const info = await stat(layout.lockPath(name)).catch((err: unknown) => {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
         throw err;
       });
+      return info?.mtimeMs;
     },
     async breakLock(name) {
       await rm(layout.lockPath(name), { recursive: true, force: true });
@@ -92,26 +104,17 @@ export function createStoreLocks(root: string, options: LockOptions = {}): Store
   };
 }
 
-/** Who holds something, recorded beside it so others can tell a dead holder quickly. */
-export interface Owner {
-  readonly host: string;
-  readonly pid: number;
-}
-
-export function currentOwner(): Owner {
-  return { host: hostname(), pid: process.pid };
-}
-
 /**
- * True only when the owner certainly is gone: same host name and no such process.
- * Another host (a replica on a shared volume) is never judged; its locks go stale.
+ * Who holds something: the instance id of the store that wrote it, made afresh each time a
+ * store is opened. The owner is alive while its lock `process-<instance>` is held (refreshed,
+ * not stale) — never because some process has its PID: a zombie or a restarted container
+ * (same hostname, same PID 1) has a PID but no fresh lock.
  */
-export function isDeadOwner(owner: Owner): boolean {
-  if (owner.host !== hostname() || owner.pid === process.pid) return false;
-  try {
-    process.kill(owner.pid, 0);
-    return false;
-  } catch (err) {
-    return (err as NodeJS.ErrnoException).code === 'ESRCH';
-  }
+export interface Owner {
+  readonly instance: string;
+}
+
+/** 16 hex characters; a new one for every store opened, so a restart is a new owner. */
+export function newInstanceId(): string {
+  return randomBytes(8).toString('hex');
 }

@@ -1,15 +1,16 @@
 /**
- * Each process writes its temp files under its own `tmp/<process>/`, held by the lock
- * `process-<process>`. Nothing under tmp/ is ever content: a crash (kill -9 mid-fill)
- * leaves at most a temp file, and the next start-up of any process sharing the store
- * removes the directories of processes that are gone — dead on this host, or whose
- * lock went stale.
+ * Each open store writes its temp files under its own `tmp/<instance>/`, held by the lock
+ * `process-<instance>` (a new instance id at every start, lock.ts `Owner`). Nothing under tmp/
+ * is ever content: a crash (kill -9 mid-fill) leaves at most a temp file, and a later sweep by
+ * any process sharing the store removes the directories whose lock is no longer held (stale
+ * or absent). A PID proves nothing: a zombie or a restarted container reuses it. Entries of
+ * tmp/ whose names the mirror does not generate are not the mirror's and are left alone.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir, open, readdir, rename, rm, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { lockNames, parseProcessTempName, processTempName, type StoreLayout } from './layout.js';
-import { currentOwner, isDeadOwner, type Lease, type StoreLocks } from './lock.js';
+import { isProcessTempName, lockNames, processTempName, type StoreLayout } from './layout.js';
+import { newInstanceId, type Lease, type Owner, type StoreLocks } from './lock.js';
 
 /** A file in tmp/ being written; it reaches blobs/ only through a commit (blobs.ts). */
 export interface TempFile {
@@ -18,6 +19,8 @@ export interface TempFile {
 }
 
 export interface TempArea {
+  /** Who this temp area belongs to: recorded in fill records, judged by its process lock. */
+  readonly owner: Owner;
   /** This process's temp directory. */
   readonly dir: string;
   open(): Promise<void>;
@@ -31,18 +34,15 @@ export interface TempArea {
 }
 
 export function createTempArea(layout: StoreLayout, locks: StoreLocks): TempArea {
-  const name = processTempName(currentOwner(), randomBytes(4).toString('hex'));
+  const owner: Owner = { instance: newInstanceId() };
+  const name = processTempName(owner);
   const dir = layout.processTempDir(name);
   const tempPath = (suffix: string): string => join(dir, `${Date.now()}-${randomBytes(8).toString('hex')}${suffix}`);
   let lease: Lease | undefined;
 
+  /** A temp directory the mirror made whose owner no longer holds its lock. */
   async function isAbandoned(entry: string): Promise<boolean> {
-    const owner = parseProcessTempName(entry);
-    if (!owner) return true;
-    if (isDeadOwner(owner)) {
-      await locks.breakLock(lockNames.process(entry));
-      return true;
-    }
+    if (entry === name || !isProcessTempName(entry)) return false;
     return !(await locks.isLocked(lockNames.process(entry)));
   }
 
@@ -65,6 +65,7 @@ export function createTempArea(layout: StoreLayout, locks: StoreLocks): TempArea
   }
 
   return {
+    owner,
     dir,
     async open() {
       await mkdir(layout.fillsDir, { recursive: true });
@@ -81,7 +82,6 @@ export function createTempArea(layout: StoreLayout, locks: StoreLocks): TempArea
     async sweep() {
       let removed = 0;
       for (const entry of await readdir(layout.tmpDir)) {
-        if (entry === name || layout.processTempDir(entry) === layout.fillsDir) continue;
         if (await isAbandoned(entry)) {
           await rm(layout.processTempDir(entry), { recursive: true, force: true });
           await locks.breakLock(lockNames.process(entry));

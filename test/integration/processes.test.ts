@@ -1,5 +1,6 @@
+import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -12,12 +13,15 @@ import { digestOf, gatedBlob, startFakeUpstream, type FakeUpstream } from '../su
 import { freePort } from '../support/ports.js';
 import { fetchHashed } from '../support/http.js';
 import { tempFiles } from '../support/store.js';
+import { terminate, waitForOutput } from '../support/process.js';
+import { createStore } from '../../src/store/store.js';
 
 const MiB = 1024 * 1024;
 
 /** Real mirror processes (the built dist/main.js) sharing one store directory. */
 describe('several processes on one store', () => {
   const started: MirrorProcess[] = [];
+  const unreaped: UnreapedMirror[] = [];
   let storeDir: string;
 
   async function spawnMirror(upstreamUrl: string, args: readonly string[] = []): Promise<MirrorProcess> {
@@ -31,7 +35,7 @@ describe('several processes on one store', () => {
   }
 
   afterEach(async () => {
-    await Promise.all(started.splice(0).map((m) => m.stop()));
+    await Promise.all([...started.splice(0), ...unreaped.splice(0)].map((m) => m.stop()));
     await rm(storeDir, { recursive: true, force: true });
   });
 
@@ -107,20 +111,26 @@ describe('several processes on one store', () => {
       await upstream?.stop();
     });
 
-    it('leaves no partial blob that can be served, cleans up at start-up, and pulls again', async () => {
+    it('never follows the spool of a killed process whose parent does not reap it, and pulls again', async () => {
       storeDir = await mkdtemp(join(tmpdir(), 'oci-mirror-crash-'));
       const body = randomBytes(8 * MiB);
       const digest = digestOf(body);
       const gated = gatedBlob(body, 3 * MiB);
       upstream.setBlob(digest, gated.handler);
-      const first = await spawnMirror(upstream.url);
+      const first = await spawnUnreaped(upstream.url, storeDir);
+      unreaped.push(first);
       const response = await request(`${first.url}/v2/library/app/blobs/${digest}`);
       expect(response.statusCode).toBe(200);
       response.body.on('error', () => undefined);
       await gated.started;
-      await expectSoon(async () => (await tempFiles(storeDir)).some((f) => !f.startsWith('fills/')));
+      const hex = digest.slice('sha256:'.length);
+      // The spool is on disk and its record says where: what another process would follow.
+      const record = join(storeDir, 'tmp', 'fills', `${hex}.json`);
+      await expectSoon(async () => ((await readIfExists(record)) ?? '').includes('"spool"'));
 
+      // kill -9 under a parent that never waits: a zombie, its PID still taken, its lock still fresh.
       await first.kill();
+      expect(await processState(first.pid)).toBe('Z');
       const left = await tempFiles(storeDir);
       expect(left.filter((f) => !f.startsWith('fills/')).length).toBeGreaterThanOrEqual(1);
 
@@ -129,20 +139,95 @@ describe('several processes on one store', () => {
         res.end(body);
       });
       const second = await spawnMirror(upstream.url);
-      // Start-up removed the dead process's spool and fill record; nothing reached blobs/.
-      expect(await tempFiles(storeDir)).toEqual([]);
-      const hex = digest.slice('sha256:'.length);
       await expect(stat(join(storeDir, 'blobs', 'sha256', hex.slice(0, 2), hex))).rejects.toThrow(/ENOENT/);
       const head = await fetchHashed(`${second.url}/v2/library/app/blobs/${digest}`, { method: 'HEAD' });
       expect(head.headers['content-length']).toBe(String(body.length));
+      // The dead spool is never streamed: the second process fetches once the dead one's lock is stale.
       const pulled = await fetchHashed(`${second.url}/v2/library/app/blobs/${digest}`);
       expect(pulled.status).toBe(200);
       expect(pulled.bytes).toBe(body.length);
       expect(pulled.sha256).toBe(digest);
+      expect(second.output()).toContain('"msg":"fill started"');
+      expect(second.output()).not.toContain('"msg":"fill followed"');
       gated.finish();
+
+      // The dead process's spool and record go at the next start-up; nothing of it reached blobs/.
+      await second.stop();
+      await expectSoon(async () => {
+        const again = createStore(storeDir);
+        await again.init();
+        await again.close();
+        return (await tempFiles(storeDir)).length === 0;
+      });
     });
   });
 });
+
+interface UnreapedMirror {
+  readonly url: string;
+  /** The mirror's own PID (not its parent's). */
+  readonly pid: number;
+  /** SIGKILL the mirror; its parent never waits, so it stays a zombie. */
+  kill(): Promise<void>;
+  /** Ends the parent as well, so the zombie is reaped. */
+  stop(): Promise<void>;
+}
+
+/**
+ * The built mirror under a parent that never reaps it: `sh` starts it in the background and
+ * execs into `sleep`, which never waits. After kill -9 its PID stays taken, as a zombie.
+ */
+async function spawnUnreaped(upstreamUrl: string, storeDir: string): Promise<UnreapedMirror> {
+  const port = await freePort();
+  const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-unreaped-'));
+  const configFile = join(dir, 'mirror.config.json');
+  const config = {
+    listen: { host: '127.0.0.1', port },
+    store: { path: storeDir },
+    log: { level: 'info' },
+    defaultUpstream: 'docker.io',
+    upstreams: { 'docker.io': { url: upstreamUrl, library: true } },
+    upstreamDefaults: { retries: 0 },
+  };
+  await writeFile(configFile, JSON.stringify(config));
+  const quote = (s: string): string => `'${s.replace(/'/g, `'\\''`)}'`;
+  const mirror = `${quote(process.execPath)} dist/main.js serve --config ${quote(configFile)}`;
+  const script = `${mirror} & echo "mirror-pid $!"; exec sleep 1000`;
+  const wrapper = spawn('sh', ['-c', script], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  wrapper.stdout.on('data', (chunk: Buffer) => {
+    output = (output + chunk.toString()).slice(-65_536);
+  });
+  await waitForOutput(wrapper, 'mirror listening');
+  const pid = Number(/mirror-pid (\d+)/.exec(output)?.[1]);
+  return {
+    url: `http://127.0.0.1:${port}`,
+    pid,
+    async kill() {
+      process.kill(pid, 'SIGKILL');
+      await expectSoon(async () => (await processState(pid)) === 'Z');
+    },
+    async stop() {
+      const state = await processState(pid);
+      if (state !== undefined && state !== 'Z') process.kill(pid, 'SIGKILL');
+      await terminate(wrapper);
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The state letter of /proc/<pid>/stat (`Z` for a zombie); undefined once the PID is gone. */
+async function processState(pid: number): Promise<string | undefined> {
+  const stat = await readIfExists(`/proc/${pid}/stat`);
+  return stat === undefined ? undefined : /\) (\S)/.exec(stat)?.[1];
+}
+
+async function readIfExists(path: string): Promise<string | undefined> {
+  return readFile(path, 'utf8').catch((err: unknown) => {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  });
+}
 
 /** Polls a condition a child process makes true; bounded. */
 async function expectSoon(check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { parseDigest } from '../../src/oci/digest.js';
-import { createLayout, lockNames, parseFillRecordName, parseProcessTempName, processTempName } from '../../src/store/layout.js';
+import { createLayout, isProcessTempName, lockNames, parseFillRecordName, processTempName } from '../../src/store/layout.js';
 import { createStoreLocks } from '../../src/store/lock.js';
 
 const HEX = 'ab'.padEnd(64, '0');
@@ -30,16 +30,21 @@ describe('store layout', () => {
     expect(layout.fillRecordPath(digest)).toBe(`/s/tmp/fills/${HEX}.json`);
     expect(layout.pinsPath).toBe('/s/pins.json');
     expect(layout.snapshotPath).toBe('/s/index.json');
+    expect(layout.markerPath).toBe('/s/oci-mirror-store.json');
     expect(layout.lockPath(lockNames.fill(digest))).toBe(`/s/locks/fill-${HEX}.lock`);
     expect(layout.lockPath(lockNames.evict)).toBe('/s/locks/evict.lock');
     expect(layout.lockPath(lockNames.process('p1-00@h'))).toBe('/s/locks/process-p1-00@h.lock');
   });
 
   it('reads back the names it writes, and nothing else', () => {
-    const name = processTempName({ pid: 42, host: 'node-a' }, '0badc0de');
-    expect(name).toBe('p42-0badc0de@node-a');
-    expect(parseProcessTempName(name)).toEqual({ pid: 42, host: 'node-a' });
-    expect(parseProcessTempName('fills')).toBeUndefined();
+    const name = processTempName({ instance: '0123456789abcdef' });
+    expect(name).toBe('0123456789abcdef');
+    expect(isProcessTempName(name)).toBe(true);
+    // Written by earlier versions: still the mirror's, still swept once its lock is not held.
+    expect(isProcessTempName('p42-0badc0de@node-a')).toBe(true);
+    expect(isProcessTempName('fills')).toBe(false);
+    expect(isProcessTempName('passwd')).toBe(false);
+    expect(isProcessTempName('0123456789abcdef.bak')).toBe(false);
     expect(parseFillRecordName(`${HEX}.json`)).toBe(digest);
     expect(parseFillRecordName(`${HEX}.json.tmp`)).toBeUndefined();
   });
