@@ -3,7 +3,8 @@
 # docker-registry (CNCF Distribution, the upstream) and the real clients: skopeo,
 # containerd + ctr, podman, and dockerd with Debian's docker CLI (docker.io); plus what
 # the harness needs: socat and iproute2 (dockerd's network namespace), openssl (test CA),
-# mount (a small tmpfs for the disk-full tests) and script (a pseudo-terminal for warm).
+# mount (a small tmpfs for the disk-full tests), script (a pseudo-terminal for warm) and
+# promtool (checks a real /metrics scrape).
 # Idempotent; a tool that is still missing afterwards is an error, never a skip.
 set -euo pipefail
 
@@ -24,6 +25,7 @@ tools=(
   nsenter:util-linux
   mount:mount
   script:bsdutils
+  promtool:prometheus
 )
 
 have() {

@@ -3,7 +3,7 @@
  * The `oci-mirror` bin: argv → command → run. The only module that calls
  * `process.exit`. Exit codes: 0 done, 1 unexpected failure, 2 bad usage or config.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { runServe } from './cli/serve.js';
 import { runPrune } from './cli/prune.js';
 import { collectStats, formatStats } from './cli/stats.js';
@@ -11,6 +11,7 @@ import { runExport, runImport } from './cli/bundle.js';
 import { progressMode } from './cli/progress.js';
 import { runWarm } from './cli/warm.js';
 import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
+import { packageVersion } from './version.js';
 import { ConfigError, loadConfig, type LoadConfigOptions } from './config.js';
 
 /** Read when `--config` is not given, if it exists in the working directory. */
@@ -26,7 +27,7 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stdout.write(USAGE);
       return EXIT_OK;
     case 'version':
-      process.stdout.write(`${readVersion()}\n`);
+      process.stdout.write(`${packageVersion()}\n`);
       return EXIT_OK;
     case 'usage-error':
       process.stderr.write(`oci-mirror: ${command.message}\n\n${USAGE}`);
@@ -77,13 +78,6 @@ function configOptions(options: GlobalOptions): LoadConfigOptions {
       ...(options.offline === undefined ? {} : { offline: options.offline }),
     },
   };
-}
-
-/** package.json sits one level above both `src/` and `dist/`. */
-function readVersion(): string {
-  const text = readFileSync(new URL('../package.json', import.meta.url), 'utf8');
-  const { version } = JSON.parse(text) as { version?: unknown };
-  return typeof version === 'string' ? version : 'unknown';
 }
 
 function reportFailure(err: unknown): number {
