@@ -12,7 +12,8 @@ import { collectStats, formatStats } from './cli/stats.js';
 import { runExport, runImport } from './cli/bundle.js';
 import { progressMode } from './cli/progress.js';
 import { runWarm } from './cli/warm.js';
-import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
+import { parseCommandLine, type GlobalOptions } from './cli/args.js';
+import { commandHelp, USAGE } from './cli/help.js';
 import { packageVersion } from './version.js';
 import { EXIT_ENVIRONMENT, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, checkReadableFile, StartupError } from './cli/startup-errors.js';
 import { ConfigError, loadConfig, type LoadConfigOptions } from './config.js';
@@ -24,7 +25,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const command = parseCommandLine(argv);
   switch (command.kind) {
     case 'help':
-      process.stdout.write(USAGE);
+      process.stdout.write(command.command ? commandHelp(command.command) : USAGE);
       return EXIT_OK;
     case 'version':
       process.stdout.write(`${packageVersion()}\n`);
