@@ -1,7 +1,9 @@
 #!/usr/bin/env node
 /**
  * The `oci-mirror` bin: argv → command → run. The only module that calls
- * `process.exit`. Exit codes: 0 done, 1 unexpected failure, 2 bad usage or config.
+ * `process.exit`. Exit codes (cli/startup-errors.ts): 0 done, 1 failed while running,
+ * 2 bad usage or config, 3 the environment refused to start (one line names the cause
+ * and the config key).
  */
 import { existsSync } from 'node:fs';
 import { runServe } from './cli/serve.js';
@@ -10,22 +12,21 @@ import { collectStats, formatStats } from './cli/stats.js';
 import { runExport, runImport } from './cli/bundle.js';
 import { progressMode } from './cli/progress.js';
 import { runWarm } from './cli/warm.js';
-import { parseCommandLine, USAGE, type GlobalOptions } from './cli/args.js';
-import { ConfigError, loadConfig, type LoadConfigOptions } from './config/index.js';
+import { parseCommandLine, type GlobalOptions } from './cli/args.js';
+import { commandHelp, USAGE } from './cli/help.js';
 import { VERSION } from './version.js';
 import { StoreRefusedError } from './store/store-marker.js';
+import { EXIT_ENVIRONMENT, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, checkReadableFile, StartupError } from './cli/startup-errors.js';
+import { ConfigError, loadConfig, type LoadConfigOptions } from './config/index.js';
 
 /** Read when `--config` is not given, if it exists in the working directory. */
 const DEFAULT_CONFIG_PATH = 'mirror.config.json';
-const EXIT_OK = 0;
-const EXIT_FAILURE = 1;
-const EXIT_USAGE = 2;
 
 async function main(argv: readonly string[]): Promise<number> {
   const command = parseCommandLine(argv);
   switch (command.kind) {
     case 'help':
-      process.stdout.write(USAGE);
+      process.stdout.write(command.command ? commandHelp(command.command) : USAGE);
       return EXIT_OK;
     case 'version':
       process.stdout.write(`${VERSION}\n`);
@@ -34,8 +35,7 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`oci-mirror: ${command.message}\n\n${USAGE}`);
       return EXIT_USAGE;
     case 'serve':
-      await runServe(await loadConfig(configOptions(command.options)), command.workers);
-      return EXIT_OK;
+      return runServe(await loadConfig(configOptions(command.options)), command.workers);
     case 'prune': {
       const config = await loadConfig(configOptions(command.options));
       await runPrune(config, command, (line) => process.stdout.write(`${line}\n`));
@@ -45,7 +45,7 @@ async function main(argv: readonly string[]): Promise<number> {
       const config = await loadConfig(configOptions(command.options));
       const stats = await collectStats(config, command.url ?? `http://127.0.0.1:${config.listen.port}`);
       process.stdout.write(command.json ? `${JSON.stringify(stats, null, 2)}\n` : `${formatStats(stats).join('\n')}\n`);
-      return EXIT_OK;
+      return stats.mirror.error === undefined ? EXIT_OK : EXIT_FAILURE;
     }
     case 'warm': {
       const config = await loadConfig(configOptions(command.options));
@@ -63,7 +63,9 @@ async function main(argv: readonly string[]): Promise<number> {
     }
     case 'import': {
       const config = await loadConfig(configOptions(command.options));
-      const failed = await runImport(config, command.file, progressMode(command.json, process.stdout.isTTY), process.stdout, process.stdin);
+      const mode = progressMode(command.json, process.stdout.isTTY);
+      if (command.file !== '-') await checkReadableFile('import FILE', command.file);
+      const failed = await runImport(config, command.file, mode, process.stdout, process.stdin);
       return failed > 0 ? EXIT_FAILURE : EXIT_OK;
     }
   }
@@ -85,6 +87,10 @@ function reportFailure(err: unknown): number {
   if (err instanceof ConfigError || err instanceof StoreRefusedError) {
     process.stderr.write(`oci-mirror: ${err.message}\n`);
     return EXIT_USAGE;
+  }
+  if (err instanceof StartupError) {
+    process.stderr.write(`oci-mirror: ${err.message}\n`);
+    return EXIT_ENVIRONMENT;
   }
   process.stderr.write(`oci-mirror: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
   return EXIT_FAILURE;

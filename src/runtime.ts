@@ -32,11 +32,18 @@ export interface RuntimeOptions {
   readonly log: Logger;
   /** Process metrics are off in tests that build several runtimes in one process. */
   readonly processMetrics?: boolean;
+  /** How /metrics is answered when not from this runtime's registry (a worker of `serve --workers`). */
+  readonly metricsExposition?: () => Promise<string>;
 }
 
 export async function createRuntime(config: Config, options: RuntimeOptions): Promise<Runtime> {
   const { log } = options;
-  const metrics = createMetrics({ processMetrics: options.processMetrics ?? true });
+  const metrics = createMetrics({
+    processMetrics: options.processMetrics ?? true,
+    upstreams: Object.values(config.upstreams).map((u) => u.name),
+    storeMaxBytes: config.store.maxSizeBytes,
+    ...(options.metricsExposition ? { exposition: options.metricsExposition } : {}),
+  });
   const { store, records, health, index } = await openCache(config, log, metrics);
   const maintenance = createMaintenance({ config, store, index, records, log });
   const upstreams = new Map<string, Upstream>(

@@ -25,121 +25,70 @@ export type Command =
   | { readonly kind: 'warm'; readonly options: GlobalOptions; readonly request: WarmRequest; readonly json: boolean }
   | { readonly kind: 'export'; readonly options: GlobalOptions; readonly request: ExportRequest; readonly json: boolean }
   | { readonly kind: 'import'; readonly options: GlobalOptions; readonly file: string; readonly json: boolean }
-  | { readonly kind: 'help' }
+  | { readonly kind: 'help'; readonly command?: CommandName }
   | { readonly kind: 'version' }
   | { readonly kind: 'usage-error'; readonly message: string };
 
-/** Used by `--help` and the `help` command, and after every usage error. */
-export const USAGE = `Usage: oci-mirror [command] [options]
+/** What `--help` says of an option; the parser reads `type` and `short`. */
+export interface OptionSpec {
+  readonly type: 'string' | 'boolean';
+  readonly short?: string;
+  /** The value's placeholder in help, e.g. FILE. */
+  readonly value?: string;
+  readonly help: string;
+  /** The commands that take it; every command when absent. */
+  readonly commands?: readonly CommandName[];
+}
 
-A pull-through caching mirror for OCI and Docker container registries.
+/** Every option, for the parser and for each command's `--help` alike. */
+export const OPTIONS = {
+  config: { type: 'string', value: 'FILE', help: 'Read the configuration from FILE (JSON)' },
+  port: { type: 'string', value: 'N', help: 'Listen on port N, overriding listen.port (0 picks a free port)' },
+  offline: { type: 'boolean', help: 'Never contact an upstream; serve only what is stored' },
+  help: { type: 'boolean', short: 'h', help: 'Show help (for one command: oci-mirror COMMAND --help)' },
+  version: { type: 'boolean', short: 'v', help: 'Print the version' },
+  workers: {
+    type: 'string',
+    value: 'N',
+    help: 'Run N processes sharing the port and the store (node:cluster); default 1. Each blob is fetched at most once across them',
+    commands: ['serve'],
+  },
+  'max-size': {
+    type: 'string',
+    value: 'SIZE',
+    help: 'Evict least recently served content until at most SIZE is stored, e.g. "40GiB"',
+    commands: ['prune'],
+  },
+  'older-than': { type: 'string', value: 'DUR', help: 'Evict content not served for DUR, e.g. "14d"', commands: ['prune'] },
+  apply: { type: 'boolean', help: 'Really delete; without it, only report what would go', commands: ['prune'] },
+  url: {
+    type: 'string',
+    value: 'URL',
+    help: 'The running mirror to ask (stats: default http://127.0.0.1:<listen.port>; warm: fetch through it instead of the store)',
+    commands: ['stats', 'warm'],
+  },
+  json: { type: 'boolean', help: 'Print JSON (lines) instead of text', commands: ['stats', 'warm', 'export', 'import'] },
+  file: { type: 'string', value: 'FILE', help: 'More images, one per line; # starts a comment', commands: ['warm', 'export'] },
+  platform: {
+    type: 'string',
+    value: 'LIST',
+    help: 'Only these platforms of multi-platform images, e.g. linux/amd64,linux/arm64 (default: every platform)',
+    commands: ['warm'],
+  },
+  concurrency: { type: 'string', value: 'N', help: 'Downloads at once (default 4)', commands: ['warm'] },
+  pin: { type: 'boolean', help: "Never evict the warmed images (kept in the store's pins.json)", commands: ['warm'] },
+  all: { type: 'boolean', help: 'Every tagged image in the store', commands: ['export'] },
+  repository: {
+    type: 'string',
+    value: 'P',
+    help: 'Every tagged image whose registry/repository matches P (* within a path component, ** across), e.g. "docker.io/library/*"',
+    commands: ['export'],
+  },
+  output: { type: 'string', short: 'o', value: 'FILE', help: 'Where to write the bundle (- for stdout)', commands: ['export'] },
+} as const satisfies Record<string, OptionSpec>;
 
-Commands:
-  serve            Run the mirror (the default when no command is given)
-  prune            Evict from the store now, by size and/or age (a dry run unless --apply)
-  stats            Show the store's size, top repositories and a running mirror's hit ratio
-  warm             Fetch images into the store ahead of their first pull
-  export           Write cached images to one bundle (a tar of an OCI image layout)
-  import           Load a bundle (or any oci-archive) into the store
-  help             Show this text
-
-Options:
-  --config FILE    Read the configuration from FILE (JSON)
-  --port N         Listen on port N, overriding listen.port (0 picks a free port)
-  --offline        Never contact an upstream; serve only what is stored
-  -h, --help       Show this text
-  -v, --version    Print the version
-
-serve:
-  --workers N      Run N processes sharing the port and the store (node:cluster);
-                   default 1. Each fetches a blob at most once across all of them.
-
-prune (safe while the mirror runs; one process evicts at a time):
-  --max-size SIZE  Evict least recently served content until at most SIZE is
-                   stored, e.g. "40GiB"
-  --older-than DUR Evict content not served for DUR, e.g. "14d"
-  --apply          Really delete; without it, only report what would go
-  Pinned images (store.pins) are never pruned.
-
-stats:
-  --url URL        Where the running mirror is, for its hit ratio (default
-                   http://127.0.0.1:<listen.port>)
-  --json           Print JSON instead of text
-
-warm [IMAGE...] (alpine:3.20, ghcr.io/org/app:1.2, quay.io/org/app@sha256:...):
-  --file FILE      More images, one per line; # starts a comment
-  --platform LIST  Only these platforms of multi-platform images, e.g.
-                   linux/amd64,linux/arm64 (default: every platform)
-  --concurrency N  Downloads at once (default 4)
-  --pin            Never evict the warmed images (kept in the store's pins.json)
-  --url URL        Warm through the mirror running at URL instead of the store
-  --json           JSON lines instead of the live display
-  Safe beside a running mirror on the same store: nothing is fetched twice. Exit
-  status 1 when any image failed; run it again to resume.
-
-export [IMAGE...] --output FILE:
-  --file FILE      Images to export, one per line
-  --all            Every tagged image in the store
-  --repository P   Every tagged image whose registry/repository matches P
-                   (* within a path component, ** across), e.g. "docker.io/library/*"
-  --output FILE    Where to write the bundle (- for stdout)
-  --json           JSON instead of text
-
-import FILE:       Verifies every blob, then files each image under the registry,
-                   repository and tag it came from (- reads stdin)
-  --json           JSON instead of text
-
-Configuration:
-  With --config FILE, FILE is read. Otherwise ./mirror.config.json is read if it
-  exists in the working directory, and the built-in defaults are used if it does not.
-  A file is merged onto the defaults section by section; "upstreams", when given,
-  replaces the default upstream set. Passwords come from environment variables
-  named by "passwordEnv", never from the file.
-
-Example:
-  oci-mirror serve --config /etc/oci-mirror/mirror.config.json --port 5000
-`;
-
-const OPTIONS = {
-  config: { type: 'string' },
-  port: { type: 'string' },
-  offline: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-  version: { type: 'boolean', short: 'v' },
-  workers: { type: 'string' },
-  'max-size': { type: 'string' },
-  'older-than': { type: 'string' },
-  apply: { type: 'boolean' },
-  url: { type: 'string' },
-  json: { type: 'boolean' },
-  file: { type: 'string' },
-  platform: { type: 'string' },
-  concurrency: { type: 'string' },
-  pin: { type: 'boolean' },
-  all: { type: 'boolean' },
-  repository: { type: 'string' },
-  output: { type: 'string', short: 'o' },
-} as const;
-
-const COMMANDS = ['serve', 'prune', 'stats', 'warm', 'export', 'import', 'help'] as const;
-type CommandName = Exclude<(typeof COMMANDS)[number], 'help'>;
-
-/** Options that only some commands take. */
-const OPTION_COMMANDS: Readonly<Record<string, readonly CommandName[]>> = {
-  workers: ['serve'],
-  'max-size': ['prune'],
-  'older-than': ['prune'],
-  apply: ['prune'],
-  url: ['stats', 'warm'],
-  json: ['stats', 'warm', 'export', 'import'],
-  file: ['warm', 'export'],
-  platform: ['warm'],
-  concurrency: ['warm'],
-  pin: ['warm'],
-  all: ['export'],
-  repository: ['export'],
-  output: ['export'],
-};
+export const COMMANDS = ['serve', 'prune', 'stats', 'warm', 'export', 'import', 'help'] as const;
+export type CommandName = Exclude<(typeof COMMANDS)[number], 'help'>;
 
 /** Commands that take positional arguments (images, a bundle file). */
 const TAKES_ARGUMENTS: readonly CommandName[] = ['warm', 'export', 'import'];
@@ -154,14 +103,15 @@ export function parseCommandLine(argv: readonly string[]): Command {
     return usageError((err instanceof Error ? err.message : String(err)).split('. To specify')[0] ?? '');
   }
   const { values, positionals } = parsed;
-  if (values.help === true) return { kind: 'help' };
-  if (values.version === true) return { kind: 'version' };
   const [name = 'serve', ...extra] = positionals;
+  if (values.help === true) return positionals.length > 0 && isCommandName(name) && name !== 'help' ? { kind: 'help', command: name } : { kind: 'help' };
+  if (values.version === true) return { kind: 'version' };
   if (!isCommandName(name)) return usageError(`unknown command "${name}"`);
   if (extra.length > 0 && (name === 'help' || !TAKES_ARGUMENTS.includes(name))) return usageError(`unexpected argument "${extra[0]}"`);
   if (name === 'help') return { kind: 'help' };
-  for (const [option, owners] of Object.entries(OPTION_COMMANDS)) {
-    if (values[option as keyof typeof values] !== undefined && !owners.includes(name)) {
+  for (const [option, spec] of Object.entries(OPTIONS) as [keyof typeof OPTIONS, OptionSpec][]) {
+    const owners = spec.commands;
+    if (owners && values[option] !== undefined && !owners.includes(name)) {
       return usageError(`--${option} belongs to the ${owners.join(', ')} command${owners.length > 1 ? 's' : ''}`);
     }
   }

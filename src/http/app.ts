@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { API_VERSION_HEADER } from './headers.js';
-import { registerOps, type Readiness } from './ops.js';
+import { recordResponse, registerOps, type Readiness } from './ops.js';
 import { answerClientError, answerFrameworkError, unrouted } from './protocol-errors.js';
 import { loadClientAuth, registerClientAuth, warnIfAnonymous } from './client-auth.js';
 import type { ClientAuthConfig } from '../config/types.js';
@@ -71,6 +71,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   const accessLog = deps.log.child({}, { redact: { paths: [] } });
   app.addHook('onResponse', (request, reply, done) => {
     logAccess(accessLog, request, reply);
+    recordResponse(deps.metrics, request, reply);
     done();
   });
   app.setErrorHandler((err: FastifyError | RegistryError, request, reply) => sendError(err, request, reply, deps.log));

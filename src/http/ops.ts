@@ -1,5 +1,6 @@
-import type { FastifyInstance } from 'fastify';
-import type { Metrics } from '../metrics.js';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { Logger } from '../log.js';
+import { GroupMetricsUnavailable, REQUEST_KINDS, statusClass, type Metrics, type RequestKind } from '../metrics.js';
 
 export interface Readiness {
   readonly ready: boolean;
@@ -10,8 +11,12 @@ export interface Readiness {
 /** Liveness, readiness and Prometheus metrics, beside the registry API. */
 export function registerOps(
   app: FastifyInstance,
-  deps: { readonly metrics: Metrics; readonly readiness: () => Readiness },
+  deps: { readonly metrics: Metrics; readonly readiness: () => Readiness; readonly log: Logger },
 ): void {
+  deps.metrics.watchReadiness(() => {
+    const state = deps.readiness();
+    return { ready: state.ready, degraded: state.degraded !== undefined };
+  });
   app.get('/healthz', async (request, reply) => {
     request.facts.kind = 'ops';
     return reply.type('application/json').send('{"status":"ok"}');
@@ -24,7 +29,31 @@ export function registerOps(
   });
   app.get('/metrics', async (request, reply) => {
     request.facts.kind = 'ops';
-    const text = await deps.metrics.registry.metrics();
-    return reply.type(deps.metrics.registry.contentType).send(text);
+    // Under --workers, a worker whose primary does not answer says so rather than
+    // answer with its own counters (a scrape of one worker would look like a reset).
+    const text = await deps.metrics.exposition().catch((err: unknown) => {
+      if (!(err instanceof GroupMetricsUnavailable)) throw err;
+      deps.log.warn({ err }, 'metrics not collected');
+      return undefined;
+    });
+    if (text === undefined) return reply.code(503).type('text/plain').send('metrics of the worker group not collected\n');
+    return reply.type(deps.metrics.contentType).send(text);
   });
+}
+
+/**
+ * Records a registry API response in the client-side duration histogram. Called when
+ * the response has ended, so a blob's time is to its last byte.
+ */
+export function recordResponse(metrics: Metrics, request: FastifyRequest, reply: FastifyReply): void {
+  const { kind, outcome } = request.facts;
+  if (!isRequestKind(kind)) return;
+  metrics.requestDuration.observe(
+    { kind, outcome: outcome ?? 'error', status_class: statusClass(reply.statusCode) },
+    reply.elapsedTime / 1000,
+  );
+}
+
+function isRequestKind(kind: string | undefined): kind is RequestKind {
+  return (REQUEST_KINDS as readonly (string | undefined)[]).includes(kind);
 }

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseCommandLine, USAGE } from '../../src/cli/args.js';
+import { COMMANDS, OPTIONS, parseCommandLine, type CommandName, type OptionSpec } from '../../src/cli/args.js';
+import { commandHelp, USAGE } from '../../src/cli/help.js';
 
 describe('parseCommandLine', () => {
   it('serves by default', () => {
@@ -18,8 +19,17 @@ describe('parseCommandLine', () => {
     });
   });
 
-  it.each([[['--help']], [['-h']], [['help']], [['serve', '--help']], [['--port', '1', '-h']]])('asks for help with %j', (argv) => {
+  it.each([[['--help']], [['-h']], [['help']], [['help', '--help']], [['--port', '1', '-h']]])('asks for help with %j', (argv) => {
     expect(parseCommandLine(argv)).toEqual({ kind: 'help' });
+  });
+
+  it.each([
+    [['serve', '--help'], 'serve'],
+    [['warm', 'alpine', '-h'], 'warm'],
+    [['--help', 'export'], 'export'],
+    [['prune', '--help'], 'prune'],
+  ])('asks for one command\'s help with %j', (argv, command) => {
+    expect(parseCommandLine(argv)).toEqual({ kind: 'help', command });
   });
 
   it.each([[['--version']], [['-v']], [['serve', '-v']]])('asks for the version with %j', (argv) => {
@@ -129,5 +139,33 @@ describe('USAGE', () => {
   it('lists no command that does not exist yet', () => {
     const commands = /Commands:\n((?: {2}\S.*\n)+)/.exec(USAGE)?.[1] ?? '';
     expect(commands.split('\n').filter(Boolean).map((line) => line.trim().split(/\s+/)[0])).toEqual(['serve', 'prune', 'stats', 'warm', 'export', 'import', 'help']);
+  });
+});
+
+describe('commandHelp', () => {
+  const commands = COMMANDS.filter((c): c is CommandName => c !== 'help');
+  const options = Object.entries(OPTIONS) as [string, OptionSpec][];
+
+  it.each(commands)('documents exactly the options %s accepts, with a synopsis, exit codes and an example', (command) => {
+    const page = commandHelp(command);
+    expect(page).toMatch(new RegExp(`^Usage: oci-mirror \\[?${command}`));
+    expect(page).toMatch(new RegExp(`\nExample:\n {2}oci-mirror ${command} `));
+    expect(page).toMatch(/Exit status:\n {2}0 .*\n {2}1 .*\n {2}2 .*\n {2}3 /);
+    for (const [name, spec] of options) {
+      const listed = new RegExp(`^ {2}(-\\w, )?--${name}\\b`, 'm').test(page);
+      const accepted = spec.commands === undefined || spec.commands.includes(command);
+      expect(listed, `--${name} in ${command} --help`).toBe(accepted);
+      // What the page lists, the parser takes (and what it does not, the parser refuses).
+      const argv = [command, `--${name}`, ...(spec.type === 'string' ? ['x'] : [])];
+      const parsed = parseCommandLine(argv);
+      const refused = parsed.kind === 'usage-error' && parsed.message.includes('belongs to');
+      expect(refused, argv.join(' ')).toBe(!accepted);
+    }
+  });
+
+  it('keeps the overview to the commands and the options every command takes', () => {
+    for (const [name, spec] of options) {
+      expect(new RegExp(`^ {2}(-\\w, )?--${name}\\b`, 'm').test(USAGE), name).toBe(spec.commands === undefined);
+    }
   });
 });
