@@ -16,7 +16,7 @@ import {
   upstreamFor,
   type MirrorDeps,
 } from './context.js';
-import { createSingleFlight } from './single-flight.js';
+import { createSingleFlight } from '../single-flight.js';
 import type { Outcome } from '../metrics.js';
 
 /** Registries must accept manifests of at least 4 MiB (distribution spec); we cap there. */

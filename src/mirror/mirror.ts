@@ -72,7 +72,7 @@ export function createMirror(deps: MirrorDeps): Mirror {
   };
 }
 
-/** Cache outcomes are counted here, where they are decided (STYLE: not in HTTP hooks). */
+/** Cache outcomes are counted here, where they are decided, not in HTTP hooks that cannot tell a hit from a miss. */
 async function count<T extends { readonly outcome: string }>(deps: MirrorDeps, kind: RequestKind, work: Promise<T>): Promise<T> {
   try {
     const result = await work;

@@ -10,8 +10,8 @@ import { terminate } from './process.js';
 const run = promisify(execFile);
 
 /**
- * A private containerd (own root, state, socket; no CRI), as ../shared/CLIENTS.md runs
- * it, with `ctr content fetch` pulling through a hosts.toml mirror. Synthetic layers are
+ * A private containerd (own root, state, socket; no CRI),
+ * with `ctr content fetch` pulling through a hosts.toml mirror. Synthetic layers are
  * not real tar.gz, so content is fetched and re-hashed rather than unpacked.
  */
 export interface Containerd {

@@ -9,7 +9,7 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 
 /**
- * `skopeo copy` as ../shared/CLIENTS.md runs it: accept-all policy, no registries.conf,
+ * `skopeo copy`, run in isolation: accept-all policy, no registries.conf,
  * plain HTTP to loopback, `dir:` destination so Docker media types are kept.
  */
 export async function skopeoCopy(

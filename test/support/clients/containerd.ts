@@ -21,8 +21,8 @@ const REGISTRIES: readonly RegistryName[] = ['docker.io', 'ghcr.io'];
 export type HostsLayout = 'per-registry' | 'default';
 
 /**
- * A private containerd (own root, state, socket; no CRI), as ../shared/CLIENTS.md runs
- * it, and `ctr images pull --hosts-dir`, which resolves, fetches the host platform and
+ * A private containerd (own root, state, socket; no CRI),
+ * and `ctr images pull --hosts-dir`, which resolves, fetches the host platform and
  * unpacks it with overlayfs (so the layers' diff_ids are checked). Reset restarts it
  * on an empty root.
  */

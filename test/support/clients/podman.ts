@@ -12,7 +12,7 @@ const DEAD_LOCATION = '127.0.0.1:9';
 const REGISTRIES: readonly RegistryName[] = ['docker.io', 'ghcr.io'];
 
 /**
- * podman with every config private, as ../shared/CLIENTS.md runs it: its own
+ * podman with every config private: its own
  * containers.conf, registries.conf, storage.conf, auth file and TMPDIR, vfs storage
  * under a fresh root per reset. Each registry gets a `[[registry.mirror]]` whose
  * location carries the mirror's path prefix (`127.0.0.1:5000/ghcr.io`), since podman

@@ -1,1 +1,0 @@
-export { createSingleFlight, type SingleFlight } from '../single-flight.js';
