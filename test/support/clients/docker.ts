@@ -16,7 +16,7 @@ const DOCKER_CLI = '/usr/bin/docker';
 const INSIDE = '127.0.0.1:5000';
 
 /**
- * A private dockerd, run privately: own data/exec root and socket,
+ * A private dockerd: own data/exec root and socket,
  * `--iptables=false --bridge=none --storage-driver=vfs`, in a network namespace that
  * has only `lo`, so its unswitchable fallback to registry-1.docker.io fails locally.
  * `registry-mirrors` is `http://127.0.0.1:5000` inside; there a socat forwards each
