@@ -84,7 +84,8 @@ export async function runImport(config: Config, file: string, mode: ProgressMode
       for (const s of report.skipped) out.write(`skipped ${s.name}: ${s.reason}\n`);
       out.write(
         `imported ${report.images.length} images: ${report.added} blobs added (${formatBytes(report.bytes)}), ` +
-          `${report.present} already stored, in ${formatDuration(durationMs)}\n`,
+          `${report.present} already stored${report.unreferenced > 0 ? `, ${report.unreferenced} referenced by no image and not kept` : ''}, ` +
+          `in ${formatDuration(durationMs)}\n`,
       );
     }
     return report.skipped.length;
