@@ -8,7 +8,7 @@ const RESTART_DELAY_MS = 1_000;
 
 /**
  * Runs the mirror until SIGTERM or SIGINT, then stops taking requests, lets responses
- * in flight finish, and resolves. Starting needs no network: upstreams are dialled on
+ * in flight finish for at most `listen.drainTimeout` (runtime.ts), and resolves. Starting needs no network: upstreams are dialled on
  * the first miss, never at start-up.
  */
 export async function runServe(config: Config, workers = 1): Promise<void> {
