@@ -1,8 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { PassThrough } from 'node:stream';
+import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runImport } from '../../src/cli/bundle.js';
 import { parseConfig } from '../../src/config/index.js';
@@ -23,6 +25,7 @@ import {
   type DemoImage,
 } from '../support/bundles.js';
 
+const run = promisify(execFile);
 const UPSTREAMS = { 'docker.io': { url: 'http://127.0.0.1:9', library: true } };
 
 /**
@@ -140,6 +143,21 @@ describe('import refuses bundles that do not carry what they claim', () => {
     const image = demoImage();
     const report = await importFile(tarOf(imageEntries(image, 'docker.io/library/padded:1'), { trailing: randomBytes(20_000) }));
     expect(report.images).toEqual([{ name: 'docker.io/library/padded:1', digest: image.digest }]);
+  });
+
+  it.each(['gnu', 'posix'])('reads what GNU tar --format=%s writes: ./ prefixes, directories, PAX headers, record padding', async (format) => {
+    const image = demoImage();
+    const dir = join(work, `layout-${(n += 1)}`);
+    for (const entry of imageEntries(image, 'docker.io/library/gnu:1')) {
+      await mkdir(dirname(join(dir, entry.name)), { recursive: true });
+      await writeFile(join(dir, entry.name), entry.body);
+    }
+    const file = join(work, `gnu-${n}.tar`);
+    await run('tar', [`--format=${format}`, '-C', dir, '-cf', file, '.']);
+    expect((await stat(file)).size % 10240).toBe(0);
+    if (format === 'posix') expect((await readFile(file)).includes(Buffer.from('PaxHeaders'))).toBe(true);
+    const report = await importPath(file);
+    expect(report.images).toEqual([{ name: 'docker.io/library/gnu:1', digest: image.digest }]);
   });
 
   it('keeps no blob that no image references', async () => {
