@@ -87,6 +87,12 @@ describe('import refuses bundles that do not carry what they claim', () => {
     await expectRefused(tarOf([LAYOUT_ENTRY, steal]), new RegExp(`image docker.io/library/other:1: the bundle lacks its manifest ${demo.digest}`));
   });
 
+  it('an index-only bundle may tag content its repository already has', async () => {
+    const retag = indexEntry([{ name: 'docker.io/library/demo:stable', digest: demo.digest, size: demo.manifest.length }]);
+    const report = await importFile(tarOf([LAYOUT_ENTRY, retag]));
+    expect(report.images).toEqual([{ name: 'docker.io/library/demo:stable', digest: demo.digest }]);
+  });
+
   it('an image that lacks a blob refuses the whole bundle, the complete image with it', async () => {
     const whole = demoImage();
     const partial = demoImage();
