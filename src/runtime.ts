@@ -24,7 +24,11 @@ export interface Runtime {
   readonly records: Records;
   readonly maintenance: Maintenance;
   readonly log: Logger;
-  /** Stops taking requests, lets responses in flight finish, then closes upstreams. */
+  /**
+   * Stops taking requests and lets responses and fills in flight finish, for at most
+   * `listen.drainTimeout`; then destroys the connections left, abandons the fills left
+   * (their temp files are removed with the temp area) and closes the store.
+   */
   close(): Promise<void>;
 }
 
@@ -81,10 +85,23 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
     maintenance,
     log,
     async close() {
-      await app.close();
-      await mirror.drain();
-      await maintenance.close();
-      await closeUpstreams();
+      const deadline = createDeadline(config.listen.drainTimeoutMs);
+      try {
+        const closing = app.close();
+        if (!(await deadline.meets(closing))) {
+          log.warn({ drainTimeoutMs: config.listen.drainTimeoutMs }, 'drain time is over; ending transfers in flight');
+          // Destroyed, not ended: a client must see a broken transfer, never a clean short body.
+          app.server.closeAllConnections();
+          await closing;
+        }
+        if (!(await deadline.meets(mirror.drain()))) log.warn({ fills: mirror.fillsInFlight }, 'abandoning fills in flight');
+        await maintenance.close();
+        // Past the deadline, upstream connections still in use are left to the exit.
+        await deadline.meets(closeUpstreams());
+      } finally {
+        deadline.clear();
+      }
+      // Removes this process's temp area: an abandoned fill leaves nothing, and never reaches blobs/.
       await store.close();
     },
   };
@@ -119,4 +136,21 @@ async function openCache(config: Config, log: Logger, metrics: Metrics) {
     throw err;
   }
   return { store, records, health, index };
+}
+
+interface Deadline {
+  /** Whether `work` settled before the deadline (it is not cancelled when it did not). */
+  meets(work: Promise<unknown>): Promise<boolean>;
+  clear(): void;
+}
+
+function createDeadline(ms: number): Deadline {
+  let timer: NodeJS.Timeout | undefined;
+  const over = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  return {
+    meets: (work) => Promise.race([work.then(() => true), over]),
+    clear: () => clearTimeout(timer),
+  };
 }

@@ -1,23 +1,32 @@
 /**
  * Import: a bundle (ours, or any OCI layout tar such as skopeo's `oci-archive`) → the
  * store, as if each image had been pulled from the registry it names. All or nothing:
- * every blob is hashed while it is read and staged in a temp file; only when the whole
- * tar was read, every digest matched and index.json parsed, are the blobs renamed into
- * the store and the manifests and tag records written. A flipped byte or a truncated
- * tar leaves the store as it was, and the error names the offending entry.
+ *
+ *   1. read     the tar to its end-of-archive marker (tar-reader.ts). Each blob's size is
+ *               checked against free space and `store.maxSize` from its header, before a
+ *               byte is staged; then it is hashed into a temp file. A blob the store already
+ *               holds is hashed and matched, not written again.
+ *   2. plan     every image index.json names is checked against what the bundle carries
+ *               (import-plan.ts). One image that is incomplete, misshapen or claims content
+ *               the bundle does not carry refuses the whole bundle.
+ *   3. commit   only then are the blobs the images reference renamed into the store (the
+ *               rest are dropped), and manifest media types, links and tags written.
+ *
+ * A flipped byte, a cut tar or a lying index.json leaves the store as it was, and the
+ * error names the offending entry or image.
  */
+import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Config } from '../config/types.js';
-import { createUpstreamTable } from '../oci/upstream-table.js';
+import { formatBytes } from '../config/units.js';
 import type { Digest } from '../oci/digest.js';
-import { parseImageRef } from '../oci/image-ref.js';
-import { loadedManifest, storedManifests, walkImage } from '../oci/walk.js';
 import { DigestMismatchError } from '../store/blobs.js';
-import type { Store } from '../store/store.js';
 import type { CacheIndex } from '../store/cache-index.js';
 import type { Records } from '../store/records.js';
-import { digestOfPath, INDEX_FILE, LAYOUT_FILE, readLayoutIndex, type BundleImage } from './layout.js';
-import { readTar } from './tar.js';
+import type { Store } from '../store/store.js';
+import { planImage, type CarriedBlob, type ImagePlan } from './import-plan.js';
+import { digestOfPath, INDEX_FILE, LAYOUT_FILE, readLayoutIndex } from './layout.js';
+import { readTar, TarFormatError, type TarEntry } from './tar-reader.js';
 
 export interface ImportDeps {
   readonly config: Config;
@@ -30,9 +39,10 @@ export interface ImportDeps {
 export interface ImportReport {
   readonly images: readonly { name: string; digest: Digest }[];
   readonly skipped: readonly { name: string; reason: string }[];
-  /** Blobs written to the store / already there. */
+  /** Blobs written to the store / already there / carried but referenced by no image (not kept). */
   readonly added: number;
   readonly present: number;
+  readonly unreferenced: number;
   readonly bytes: number;
 }
 
@@ -40,101 +50,147 @@ export interface ImportReport {
 const MAX_INDEX_BYTES = 16 * 1024 * 1024;
 
 export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (n: number) => void): Promise<ImportReport> {
-  const staged = new Map<Digest, { path: string; sizeBytes: number }>();
-  const present = new Map<Digest, number>();
-  let indexBody: Buffer | undefined;
-  let bytes = 0;
+  const carried = new Map<Digest, CarriedBlob>();
   try {
-    await readTar(input, async (entry) => {
-      if (!entry.isFile) return;
-      const digest = digestOfPath(entry.name);
-      if (digest) {
-        if (staged.has(digest) || (await deps.store.blobs.stat(digest)) === entry.sizeBytes) {
-          present.set(digest, entry.sizeBytes);
-          for await (const chunk of entry.body) onBytes(chunk.length);
-          return;
-        }
-        const path = await deps.store.blobs.stage(digest, counted(entry.body, onBytes), entry.sizeBytes).catch((err: unknown) => {
-          if (err instanceof DigestMismatchError) {
-            throw new Error(`bundle entry ${entry.name} is corrupt: its content is ${err.actual}, not ${digest}`);
-          }
-          throw err;
-        });
-        staged.set(digest, { path, sizeBytes: entry.sizeBytes });
-        bytes += entry.sizeBytes;
-      } else if (entry.name === INDEX_FILE) {
-        indexBody = await readAll(entry.body, MAX_INDEX_BYTES);
-      } else if (entry.name === LAYOUT_FILE) {
-        const layout = JSON.parse((await readAll(entry.body, 4096)).toString('utf8')) as { imageLayoutVersion?: unknown };
-        if (typeof layout.imageLayoutVersion !== 'string') throw new Error('oci-layout has no imageLayoutVersion');
-      }
-    }).catch((err: unknown) => {
-      const message = err instanceof Error ? err.message : String(err);
-      throw new Error(message.startsWith('bundle entry') ? message : `the bundle is not a complete tar: ${message}`, { cause: err });
-    });
-    if (!indexBody) throw new Error('not an OCI image layout: index.json is missing (a truncated bundle?)');
+    const indexBody = await readBundle(deps, input, carried, onBytes);
     const layout = readLayoutIndex(indexBody);
-    let added = 0;
-    for (const [digest, { path, sizeBytes }] of staged) {
-      await deps.store.blobs.commitStaged(path, digest);
-      staged.delete(digest);
-      deps.index.touch(digest, sizeBytes);
-      added += 1;
-    }
-    for (const [digest, sizeBytes] of present) deps.index.touch(digest, sizeBytes);
-    const images: { name: string; digest: Digest }[] = [];
-    const skipped: { name: string; reason: string }[] = layout.unnamed.map((digest) => ({ name: digest as string, reason: 'no image name in index.json (give the archive a name when you create it)' }));
+    const plans: ImagePlan[] = [];
     for (const image of layout.images) {
-      try {
-        await register(deps, image);
-        images.push({ name: image.name, digest: image.digest });
-      } catch (err) {
-        skipped.push({ name: image.name, reason: (err as Error).message });
-      }
+      plans.push(
+        await planImage(deps, carried, image).catch((err: unknown) => {
+          throw new Error(`image ${image.name}: ${(err as Error).message}`, { cause: err });
+        }),
+      );
     }
-    return { images, skipped, added, present: present.size, bytes };
+    const { added, present, bytes } = await commitBlobs(deps, carried, new Set(plans.flatMap((p) => p.digests)));
+    for (const plan of plans) await register(deps, plan);
+    const unreferenced = [...carried.values()].filter((b) => b.stagedPath !== undefined).length;
+    const skipped = layout.unnamed.map((digest) => ({ name: digest as string, reason: 'no image name in index.json (give the archive a name when you create it)' }));
+    return { images: plans.map((p) => ({ name: p.name, digest: p.root.digest })), skipped, added, present, unreferenced, bytes };
   } finally {
     // Best effort: a temp file left behind is swept with the temp area; the import's own error matters more.
-    for (const { path } of staged.values()) await deps.store.blobs.discardStaged(path).catch(() => undefined);
+    for (const { stagedPath } of carried.values()) if (stagedPath) await deps.store.blobs.discardStaged(stagedPath).catch(() => undefined);
   }
 }
 
-/** Files one image under its registry, repository and tag, with media types for its manifests. */
-async function register(deps: ImportDeps, image: BundleImage): Promise<void> {
-  const ref = parseImageRef(image.name, createUpstreamTable(deps.config));
-  const body = await manifestBody(deps.store, image.digest);
-  const root = loadedManifest(image.digest, image.mediaType || undefined, body);
-  const children = storedManifests(async (digest) => {
-    const childBody = await deps.store.blobs.read(digest);
-    return childBody && { body: childBody };
+/** Reads the whole tar, staging its blobs into `carried`; answers index.json's bytes. */
+async function readBundle(deps: ImportDeps, input: Readable, carried: Map<Digest, CarriedBlob>, onBytes: (n: number) => void): Promise<Buffer> {
+  const budget = await createBudget(deps);
+  let indexBody: Buffer | undefined;
+  let entries = 0;
+  await readTar(input, async (entry) => {
+    entries += 1;
+    if (!entry.isFile) return;
+    const digest = digestOfPath(entry.name);
+    if (digest) {
+      if (!carried.has(digest)) carried.set(digest, await takeBlob(deps, budget, entry, digest, onBytes));
+    } else if (entry.name === INDEX_FILE) {
+      indexBody = await readAll(entry, MAX_INDEX_BYTES);
+    } else if (entry.name === LAYOUT_FILE) {
+      const layout = JSON.parse((await readAll(entry, 4096)).toString('utf8')) as { imageLayoutVersion?: unknown };
+      if (typeof layout.imageLayoutVersion !== 'string') throw new Error('oci-layout has no imageLayoutVersion');
+    }
+  }).catch((err: unknown) => {
+    if (!(err instanceof TarFormatError)) throw err;
+    throw new Error(`the bundle is not a complete tar: ${err.message}`, { cause: err });
   });
-  const digests: Digest[] = [];
-  for await (const part of walkImage(root, children)) {
-    if (part.kind === 'manifest') {
-      const mediaType = part.descriptor ? part.descriptor.mediaType : image.mediaType || root.mediaType;
-      await deps.store.manifests.put(part.loaded.digest, mediaType, part.loaded.body);
-      digests.push(part.loaded.digest);
-    } else if (part.kind === 'blob') {
-      const { digest } = part.descriptor;
-      if ((await deps.store.blobs.stat(digest)) === undefined) throw new Error(`the bundle lacks blob ${digest}`);
-      digests.push(digest);
+  if (entries === 0) throw new Error('the bundle is empty: it ends before its first entry (is it a tar at all?)');
+  if (!indexBody) throw new Error('not an OCI image layout: index.json is missing');
+  return indexBody;
+}
+
+/** Stages a blob entry; one the store holds already is only hashed and matched. */
+async function takeBlob(deps: ImportDeps, budget: Budget, entry: TarEntry, digest: Digest, onBytes: (n: number) => void): Promise<CarriedBlob> {
+  const corrupt = (err: unknown): never => {
+    if (err instanceof DigestMismatchError) throw new Error(`bundle entry ${entry.name} is corrupt: its content is ${err.actual}, not ${digest}`);
+    throw err;
+  };
+  if ((await deps.store.blobs.stat(digest)) === entry.sizeBytes) {
+    await matchDigest(counted(entry.body, onBytes), digest, entry.sizeBytes).catch(corrupt);
+    return { sizeBytes: entry.sizeBytes };
+  }
+  budget.reserve(entry.name, entry.sizeBytes);
+  const stagedPath = await deps.store.blobs.stage(digest, counted(entry.body, onBytes), entry.sizeBytes).catch(corrupt);
+  return { sizeBytes: entry.sizeBytes, stagedPath };
+}
+
+async function matchDigest(body: AsyncIterable<Buffer>, digest: Digest, sizeBytes: number): Promise<void> {
+  const hash = createHash('sha256');
+  let read = 0;
+  for await (const chunk of body) {
+    hash.update(chunk);
+    read += chunk.length;
+  }
+  const actual = `sha256:${hash.digest('hex')}`;
+  if (actual !== digest || read !== sizeBytes) throw new DigestMismatchError(digest, actual);
+}
+
+interface Budget {
+  /** Throws, naming the entry, when `sizeBytes` more would not fit. */
+  reserve(name: string, sizeBytes: number): void;
+}
+
+/** New content must fit on the file system and within `store.maxSize`, checked before it is staged. */
+async function createBudget(deps: ImportDeps): Promise<Budget> {
+  const freeBytes = await deps.store.blobs.freeBytes();
+  const maxBytes = deps.config.store.maxSizeBytes;
+  let newBytes = 0;
+  let diskBytes = 0;
+  return {
+    reserve(name, sizeBytes) {
+      if (newBytes + sizeBytes > maxBytes) {
+        throw new Error(`bundle entry ${name}: the bundle brings more than store.maxSize (${formatBytes(maxBytes)}) of new content`);
+      }
+      // What a file takes on disk: whole 4 KiB blocks, and one more for its inode and directory entry.
+      const blocks = Math.ceil(sizeBytes / 4096) * 4096 + 4096;
+      if (diskBytes + blocks > freeBytes) {
+        throw new Error(`bundle entry ${name} (${formatBytes(sizeBytes)}) does not fit: ${formatBytes(freeBytes - diskBytes)} free on the store's file system`);
+      }
+      newBytes += sizeBytes;
+      diskBytes += blocks;
+    },
+  };
+}
+
+/** Renames the staged blobs some image references into the store; the rest stay staged, to be dropped. */
+async function commitBlobs(deps: ImportDeps, carried: Map<Digest, CarriedBlob>, needed: ReadonlySet<Digest>) {
+  let added = 0;
+  let present = 0;
+  let bytes = 0;
+  for (const [digest, blob] of carried) {
+    if (!needed.has(digest)) continue;
+    if (blob.stagedPath === undefined) present += 1;
+    else {
+      await deps.store.blobs.commitStaged(blob.stagedPath, digest);
+      carried.set(digest, { sizeBytes: blob.sizeBytes });
+      added += 1;
+      bytes += blob.sizeBytes;
+    }
+    deps.index.touch(digest, blob.sizeBytes);
+  }
+  return { added, present, bytes };
+}
+
+/**
+ * Files one image under its registry, repository and tag. A manifest's media type record
+ * is written only where the store has none: what the store already knows is not rewritten.
+ */
+async function register(deps: ImportDeps, plan: ImagePlan): Promise<void> {
+  const { ref, root } = plan;
+  for (const manifest of plan.manifests) {
+    if ((await deps.store.manifests.findType(manifest.digest)) === undefined) {
+      await deps.store.manifests.put(manifest.digest, manifest.mediaType, manifest.body);
     }
   }
-  for (const digest of digests) await deps.records.putLink(ref.upstream, ref.repository, digest);
+  for (const digest of plan.digests) await deps.records.putLink(ref.upstream, ref.repository, digest);
   if (ref.reference.kind === 'tag') {
     await deps.records.putTag(ref.upstream, ref.repository, ref.reference.tag, {
-      digest: image.digest,
-      mediaType: image.mediaType,
-      sizeBytes: body.length,
+      digest: root.digest,
+      mediaType: (await deps.store.manifests.findType(root.digest)) ?? root.mediaType,
+      sizeBytes: root.body.length,
       checkedAtMs: (deps.now ?? Date.now)(),
     });
   }
-}
-
-async function manifestBody(store: Store, digest: Digest): Promise<Buffer> {
-  const body = await store.blobs.read(digest);
-  if (!body) throw new Error(`the bundle lacks manifest ${digest}`);
-  return body;
 }
 
 async function* counted(body: AsyncIterable<Buffer>, onBytes: (n: number) => void): AsyncIterable<Buffer> {
@@ -144,13 +200,9 @@ async function* counted(body: AsyncIterable<Buffer>, onBytes: (n: number) => voi
   }
 }
 
-async function readAll(body: AsyncIterable<Buffer>, maxBytes: number): Promise<Buffer> {
+async function readAll(entry: TarEntry, maxBytes: number): Promise<Buffer> {
+  if (entry.sizeBytes > maxBytes) throw new Error(`bundle entry ${entry.name} is larger than ${maxBytes} bytes`);
   const chunks: Buffer[] = [];
-  let total = 0;
-  for await (const chunk of body) {
-    total += chunk.length;
-    if (total > maxBytes) throw new Error(`an entry is larger than ${maxBytes} bytes where a small file was expected`);
-    chunks.push(chunk);
-  }
-  return Buffer.concat(chunks, total);
+  for await (const chunk of entry.body) chunks.push(chunk);
+  return Buffer.concat(chunks);
 }

@@ -1,11 +1,10 @@
 /**
- * Tar in and out (tar-stream), streaming both ways: an export never stages the bundle,
- * an import never holds a blob in memory. Writes plain ustar entries (with PAX headers
- * only where ustar cannot say it); reads ustar, PAX and GNU, as skopeo and docker write.
+ * Tar out (tar-stream), streaming: an export never stages the bundle. Writes plain ustar
+ * entries (with PAX headers only where ustar cannot say it). Reading is tar-reader.ts.
  */
 import { pipeline } from 'node:stream/promises';
 import type { Readable, Writable } from 'node:stream';
-import { extract, pack } from 'tar-stream';
+import { pack } from 'tar-stream';
 
 export interface TarWriter {
   addBuffer(name: string, body: Buffer): Promise<void>;
@@ -44,31 +43,4 @@ export function createTarWriter(out: Writable): TarWriter {
       await done;
     },
   };
-}
-
-export interface TarEntry {
-  /** The path, without a leading `./`. */
-  readonly name: string;
-  readonly sizeBytes: number;
-  readonly isFile: boolean;
-  readonly body: AsyncIterable<Buffer>;
-}
-
-/** Calls `onEntry` for each entry in order; the entry's body must be consumed (or it is drained). */
-export async function readTar(input: Readable, onEntry: (entry: TarEntry) => Promise<void>): Promise<void> {
-  const extractor = extract();
-  const feeding = pipeline(input, extractor);
-  // Awaited after the last entry; until then a failure surfaces through the extractor too.
-  feeding.catch(() => undefined);
-  for await (const entry of extractor) {
-    const { header } = entry;
-    await onEntry({
-      name: header.name.replace(/^\.\//, ''),
-      sizeBytes: header.size ?? 0,
-      isFile: header.type === 'file' || header.type === 'contiguous-file' || header.type == null,
-      body: entry as unknown as AsyncIterable<Buffer>,
-    });
-    entry.resume();
-  }
-  await feeding;
 }

@@ -1,12 +1,12 @@
-import { createReadStream, createWriteStream } from 'node:fs';
-import { rename, rm, stat } from 'node:fs/promises';
+import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import type { Readable, Writable } from 'node:stream';
-import { finished } from 'node:stream/promises';
 import { createUpstreamTable } from '../oci/upstream-table.js';
 import type { Config } from '../config/types.js';
 import { formatBytes, formatDuration } from '../config/units.js';
 import { planExport, writeBundle, type ExportSelection } from '../bundle/export.js';
 import { importBundle } from '../bundle/import.js';
+import { openBundleOutput } from '../bundle/output.js';
 import { parseImageRef, type ImageRef } from '../oci/image-ref.js';
 import { createTransferProgress, table, type Output, type ProgressMode } from './progress.js';
 import { openStore } from './store-access.js';
@@ -33,16 +33,13 @@ export async function runExport(config: Config, request: ExportRequest, mode: Pr
     if (plan.images.length === 0) throw new Error('no image to export');
     say(`exporting ${plan.images.length} images, ${plan.blobs.size} blobs, ${formatBytes(plan.totalBytes)} to ${request.output}`);
     const progress = createTransferProgress('export', plan.totalBytes, mode, out);
-    const toStdout = request.output === '-';
-    const partial = `${request.output}.partial`;
-    const target = toStdout ? stdout : createWriteStream(partial);
+    const output = await openBundleOutput(request.output, config.store.path, stdout);
     try {
-      await writeBundle(access, plan, target, (n) => progress.add(n));
-      if (!toStdout) await finished(target);
+      await writeBundle(access, plan, output.stream, (n) => progress.add(n));
       // Renamed only when complete: a file by the bundle's name is never half a bundle.
-      if (!toStdout) await rename(partial, request.output);
+      await output.commit();
     } catch (err) {
-      if (!toStdout) await rm(partial, { force: true });
+      await output.discard();
       throw err;
     }
     const durationMs = progress.finish();
@@ -87,7 +84,8 @@ export async function runImport(config: Config, file: string, mode: ProgressMode
       for (const s of report.skipped) out.write(`skipped ${s.name}: ${s.reason}\n`);
       out.write(
         `imported ${report.images.length} images: ${report.added} blobs added (${formatBytes(report.bytes)}), ` +
-          `${report.present} already stored, in ${formatDuration(durationMs)}\n`,
+          `${report.present} already stored${report.unreferenced > 0 ? `, ${report.unreferenced} referenced by no image and not kept` : ''}, ` +
+          `in ${formatDuration(durationMs)}\n`,
       );
     }
     return report.skipped.length;

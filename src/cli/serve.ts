@@ -9,9 +9,9 @@ import { runWorkers } from './workers.js';
 
 /**
  * Runs the mirror until SIGTERM or SIGINT, then stops taking requests, lets responses
- * in flight finish, and resolves with the exit code. Starting needs no network:
- * upstreams are dialled on the first miss, never at start-up. A known start-up failure
- * (store, listen address) rejects with a StartupError.
+ * in flight finish for at most `listen.drainTimeout` (runtime.ts), and resolves with the
+ * exit code. Starting needs no network: upstreams are dialled on the first miss, never at
+ * start-up. A known start-up failure (store, listen address) rejects with a StartupError.
  */
 export async function runServe(config: Config, workers = 1): Promise<number> {
   const primaryLog = createLogger(config.log.level);

@@ -12,6 +12,7 @@ export interface ConfigFile {
       readonly certFile: string;
       readonly keyFile: string;
     };
+    readonly drainTimeout: string;
   };
   readonly store: {
     readonly path: string;

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { findDigest, type Digest } from '../oci/digest.js';
 import { ifMissing, parseJson } from './fs-errors.js';
@@ -54,21 +54,28 @@ export function createRecords(store: Store): Records {
     }
     return files;
   }
-  const tags = new Map<string, TagRecord>();
+  const tags = new Map<string, { record: TagRecord; ino: number; mtimeMs: number }>();
   const links = new Set<string>();
 
   return {
     async findTag(upstream, repository, tag) {
       const path = layout.tagPath(upstream, repository, tag);
+      // Another process (an import, a warm) replaces the file by rename: a new inode or
+      // mtime means the cached record is stale. One stat, against a read and a parse.
+      const file = await stat(path).catch(ifMissing(undefined));
       const cached = tags.get(path);
-      if (cached) return cached;
+      if (!file) {
+        tags.delete(path);
+        return undefined;
+      }
+      if (cached && cached.ino === file.ino && cached.mtimeMs === file.mtimeMs) return cached.record;
       const record = parseTagRecord(await readFile(path, 'utf8').catch(ifMissing(undefined)));
-      if (record) tags.set(path, record);
+      if (record) tags.set(path, { record, ino: file.ino, mtimeMs: file.mtimeMs });
       return record;
     },
     async putTag(upstream, repository, tag, record) {
       const path = layout.tagPath(upstream, repository, tag);
-      tags.set(path, record);
+      tags.delete(path);
       await store.temp.writeAtomic(path, JSON.stringify(record));
     },
     async removeTag(upstream, repository, tag) {
