@@ -164,7 +164,8 @@ export function rangedBlob(body: Buffer, options: RangedBlobOptions = {}): BlobH
     });
     const cut = options.cuts?.[gets.length - 1];
     if (cut === undefined) return void res.end(body.subarray(from));
-    res.write(body.subarray(from, from + cut), () => res.socket?.end());
+    // The close follows the bytes after a moment, so that they are read before the error discards them.
+    res.write(body.subarray(from, from + cut), () => setTimeout(() => res.socket?.end(), 50));
   };
   return Object.assign(handler, { gets });
 }
