@@ -13,6 +13,8 @@ export interface Recorded {
   status: number;
   /** Body bytes sent on to the client (the mirror). */
   bytes: number;
+  /** The response's Content-Length, when it had one. */
+  length?: number;
   /** The link fault cut this response. */
   cut?: boolean;
 }
@@ -117,6 +119,7 @@ function forward(req: IncomingMessage, res: ServerResponse, target: URL, entry: 
   delete headers.authorization;
   const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (upRes) => {
     entry.status = upRes.statusCode ?? 0;
+    if (upRes.headers['content-length'] !== undefined) entry.length = Number(upRes.headers['content-length']);
     res.writeHead(upRes.statusCode ?? 502, upRes.headers);
     if (fault && entry.status < 300) return cutAfter(upRes, res, entry, fault);
     upRes.on('data', (chunk: Buffer) => {
@@ -142,7 +145,9 @@ function cutAfter(upRes: IncomingMessage, res: ServerResponse, entry: Recorded, 
       entry.cut = true;
       upRes.destroy();
       if (fault.mode === 'stall') res.write(part);
-      else res.write(part, () => res.socket?.resetAndDestroy());
+      // A moment for the bytes to be read: an RST makes the receiver drop what it has not read yet,
+      // and a link that drops delivers what came before the drop.
+      else res.write(part, () => setTimeout(() => res.socket?.resetAndDestroy(), 100));
       return;
     }
     res.write(part);
