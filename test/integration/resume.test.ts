@@ -33,7 +33,7 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
   let registry: RegistryHandle;
   let proxy: CountingProxy | undefined;
   let mirror: MirrorHandle | undefined;
-  const seeds = ['resume-once', 'resume-twice', 'resume-no-range', 'resume-stall', 'resume-give-up', 'resume-processes'] as const;
+  const seeds = ['resume-once', 'resume-twice', 'resume-no-range', 'resume-stall', 'resume-give-up', 'resume-processes', 'resume-token'] as const;
   const digests = new Map<string, string>();
 
   beforeAll(async () => {
@@ -60,9 +60,9 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
     await registry?.dispose();
   });
 
-  async function start(fault: LinkFault, resume: Record<string, unknown> = {}, timeouts?: Record<string, string>) {
+  async function start(fault: LinkFault, resume: Record<string, unknown> = {}, timeouts?: Record<string, string>, tokenAuth = false) {
     const log = capturedLog();
-    proxy = await startCountingProxy(registry.url, { linkFault: fault });
+    proxy = await startCountingProxy(registry.url, { linkFault: fault, tokenAuth });
     mirror = await startMirror(
       {
         upstreams: { 'docker.io': { url: proxy.url, library: true } },
@@ -115,6 +115,16 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
     expect(log.filter((l) => l['msg'] === 'fill resumed')).toMatchObject([{ offset, outcome: 'resumed', attempt: 1 }]);
     expect(await mirror.runtime.store.blobs.stat(digests.get('resume-once') as never)).toBe(BLOB_BYTES);
     console.log(`resume, Range honoured: ${BLOB_BYTES} B blob, ${f.fetched} B received, ${f.bodyBytes} B sent by the link (${(f.bodyBytes / BLOB_BYTES).toFixed(3)}×)`);
+  });
+
+  it('resumes against an upstream that wants a bearer token, answering its challenge again', async () => {
+    const { proxy, mirror } = await start({ afterBytes: CUT_AFTER }, {}, undefined, true);
+    expectWhole(await pullAll(mirror, 'resume-token'), digests.get('resume-token'));
+    const gets = proxy.requests.filter((r) => r.method === 'GET' && r.kind === 'blob' && r.status !== 401);
+    expect(gets.map((g) => g.status)).toEqual([200, 206]);
+    expect(gets[1]?.headers.authorization).toMatch(/^Bearer /);
+    expect(gets[1]?.headers.range).toMatch(/^bytes=\d+-$/);
+    expect(await metricValue(mirror.runtime.metrics.upstreamResumes, { outcome: 'resumed' })).toBe(1);
   });
 
   it('resumes twice when the link cuts twice', async () => {
