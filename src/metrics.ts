@@ -28,6 +28,8 @@ export interface Metrics {
   readonly bytesServed: Counter<'source'>;
   readonly bandwidthSaved: Counter;
   readonly upstreamBytes: Counter<'upstream'>;
+  readonly upstreamResumes: Counter<'upstream' | 'outcome'>;
+  readonly upstreamRefetchedBytes: Counter<'upstream'>;
   readonly upstreamRequests: Histogram<'upstream' | 'method' | 'status_class'>;
   readonly upstreamRateLimitRemaining: Gauge<'upstream'>;
   readonly upstreamDown: Gauge<'upstream'>;
@@ -145,6 +147,18 @@ function upstreamMetrics(registers: Registers) {
     upstreamBytes: new Counter({
       name: 'oci_mirror_upstream_fetched_bytes_total',
       help: 'Body bytes fetched from each upstream.',
+      labelNames: ['upstream'],
+      registers,
+    }),
+    upstreamResumes: new Counter({
+      name: 'oci_mirror_upstream_resumes_total',
+      help: 'Attempts to continue a blob download (or manifest) cut mid-body, by outcome: resumed, refetched, restarted, failed.',
+      labelNames: ['upstream', 'outcome'],
+      registers,
+    }),
+    upstreamRefetchedBytes: new Counter({
+      name: 'oci_mirror_upstream_refetched_bytes_total',
+      help: 'Body bytes fetched again and discarded because an upstream answered a resume with the whole body.',
       labelNames: ['upstream'],
       registers,
     }),

@@ -30,6 +30,11 @@ export interface ConfigFile {
       readonly body: string;
     };
     readonly minSpeed: string;
+    readonly resume: {
+      readonly maxResumes: number;
+      readonly backoff: string;
+      readonly within: string;
+    };
     readonly retries: number;
     readonly downFor: string;
     readonly maxConnections: number;
@@ -53,6 +58,12 @@ export interface TimeoutsFile {
   readonly body?: string;
 }
 
+export interface ResumeFile {
+  readonly maxResumes?: number;
+  readonly backoff?: string;
+  readonly within?: string;
+}
+
 export interface UpstreamFile {
   readonly url: string;
   readonly aliases: readonly string[];
@@ -70,6 +81,7 @@ export interface UpstreamFile {
   readonly maxStale?: string;
   readonly timeouts?: TimeoutsFile;
   readonly minSpeed?: string;
+  readonly resume?: ResumeFile;
   readonly retries?: number;
   readonly downFor?: string;
   readonly maxConnections?: number;

@@ -9,9 +9,9 @@ import { parseImageRef, type ImageRef } from '../oci/image-ref.js';
 import { createUpstreamTable } from '../oci/upstream-table.js';
 import { resolveClientAuth, resolveRepositoryRules, type Env, type Problems } from './access.js';
 import { describeValue, joinPath, type ConfigProblem } from './errors.js';
-import type { ConfigFile, TimeoutsFile, UpstreamFile } from './file-types.js';
+import type { ConfigFile, ResumeFile, TimeoutsFile, UpstreamFile } from './file-types.js';
 import { getConfigSchema } from './schema.js';
-import type { Config, UpstreamConfig, UpstreamCredentials, UpstreamPolicy, UpstreamTimeouts } from './types.js';
+import type { Config, ResumePolicy, UpstreamConfig, UpstreamCredentials, UpstreamPolicy, UpstreamTimeouts } from './types.js';
 import { parseDuration, parseSize } from './units.js';
 
 export function resolveConfig(file: ConfigFile, env: Env): { readonly config: Config } | { readonly problems: readonly ConfigProblem[] } {
@@ -70,7 +70,10 @@ function convert(at: Problems, parse: () => number, path: string, min: number, t
 }
 
 /** `upstreamDefaults` has every key (the schema's defaults); an upstream any of them. */
-type PolicyFile = Omit<Partial<ConfigFile['upstreamDefaults']>, 'timeouts'> & { readonly timeouts?: TimeoutsFile };
+type PolicyFile = Omit<Partial<ConfigFile['upstreamDefaults']>, 'timeouts' | 'resume'> & {
+  readonly timeouts?: TimeoutsFile;
+  readonly resume?: ResumeFile;
+};
 
 function resolvePolicy(at: Problems, file: PolicyFile, path: string, base: UpstreamPolicy | undefined): UpstreamPolicy {
   const pick = <K extends keyof PolicyFile, T>(key: K, read: (value: NonNullable<(typeof file)[K]>, at: string) => T, fallback: T | undefined): T => {
@@ -85,6 +88,7 @@ function resolvePolicy(at: Problems, file: PolicyFile, path: string, base: Upstr
     freshForMs: pick('freshFor', (v, p) => toMs(at, v, p, 0), base?.freshForMs),
     maxStaleMs: pick('maxStale', (v, p) => toMs(at, v, p, 0), base?.maxStaleMs),
     timeouts: pick('timeouts', (v, p) => resolveTimeouts(at, v, p, base?.timeouts), base?.timeouts),
+    resume: pick('resume', (v, p) => resolveResume(at, v, p, base?.resume), base?.resume),
     minBytesPerSecond: pick('minSpeed', (v, p) => toBytes(at, v, p), base?.minBytesPerSecond),
     retries: pick('retries', (v) => v, base?.retries),
     downForMs: pick('downFor', (v, p) => toMs(at, v, p, 0), base?.downForMs),
@@ -98,6 +102,14 @@ function resolveTimeouts(at: Problems, file: TimeoutsFile, path: string, base: U
     return value === undefined ? (fallback ?? 0) : toMs(at, value, joinPath(path, key), 1);
   };
   return { connectMs: read('connect', base?.connectMs), headersMs: read('headers', base?.headersMs), bodyMs: read('body', base?.bodyMs) };
+}
+
+function resolveResume(at: Problems, file: ResumeFile, path: string, base: ResumePolicy | undefined): ResumePolicy {
+  return {
+    maxResumes: file.maxResumes ?? base?.maxResumes ?? 0,
+    backoffMs: file.backoff === undefined ? (base?.backoffMs ?? 0) : toMs(at, file.backoff, joinPath(path, 'backoff'), 0),
+    withinMs: file.within === undefined ? (base?.withinMs ?? 0) : toMs(at, file.within, joinPath(path, 'within'), 1),
+  };
 }
 
 function resolveUpstreams(at: Problems, upstreams: ConfigFile['upstreams'], defaults: UpstreamPolicy): Record<string, UpstreamConfig> {

@@ -54,10 +54,17 @@ export type UpstreamTimeouts = { readonly [K in keyof PolicyFile['timeouts'] as 
 type DurationKey = 'freshFor' | 'maxStale' | 'downFor';
 
 /** `upstreamDefaults`, or an upstream's own value where it sets one. */
+/** `maxResumes`, `backoffMs`, `withinMs`: how a blob download cut mid-body is resumed. */
+export type ResumePolicy = Pick<PolicyFile['resume'], 'maxResumes'> & {
+  readonly backoffMs: number;
+  readonly withinMs: number;
+};
+
 export type UpstreamPolicy = Pick<PolicyFile, 'retries' | 'maxConnections'> & {
   readonly [K in DurationKey as `${K}Ms`]: number;
 } & {
   readonly timeouts: UpstreamTimeouts;
+  readonly resume: ResumePolicy;
   /**
    * Slowest upstream body accepted (`minSpeed`): each `timeouts.bodyMs` spent waiting on a
    * body must bring this many bytes per second, else the transfer is aborted.

@@ -12,9 +12,11 @@ import type { FillRecord } from '../store/fill-records.js';
 import { lockNames } from '../store/layout.js';
 import type { Store } from '../store/store.js';
 import type { Lease } from '../store/lock.js';
+import type { UpstreamResponse } from '../upstream/client.js';
 import { contentLength, upstreamFor, type MirrorDeps } from './context.js';
 import { Fill } from './fill.js';
 import { RemoteFill } from './remote-fill.js';
+import { createResumer, type ResumeOptions, type Resumer } from './resume.js';
 import type { Source } from './source.js';
 
 export interface FillStart {
@@ -29,7 +31,7 @@ export interface FillStart {
 const FOLLOW_POLL_MS = 50;
 
 export function createFillStart(deps: MirrorDeps): FillStart {
-  const { metrics, store, index, health } = deps;
+  const { metrics, log, store, index, health } = deps;
   const now = deps.now ?? Date.now;
   const owner = store.owner;
   const leading = new Set<Promise<void>>();
@@ -48,27 +50,50 @@ export function createFillStart(deps: MirrorDeps): FillStart {
 
   /** GETs the blob; spools it when leading (and there is room), else relays it. */
   async function fetch(route: Route, digest: Digest, leader: FillClaim | undefined): Promise<Fill> {
-    const { upstream } = upstreamFor(deps, route);
-    const response = await upstream.request({
-      method: 'GET',
-      repository: route.repository,
-      path: `blobs/${digest}`,
-      notFound: 'BLOB_UNKNOWN',
-    });
+    const startedAtMs = now();
+    const get = getBlob(route, digest);
+    const response = await get({});
     const sizeBytes = contentLength(response.headers['content-length']);
+    const labels = { upstream: route.upstream };
     const options = {
       digest,
       sizeBytes,
       store,
       now,
       spool: leader !== undefined && (await hasRoom(sizeBytes)),
-      onUpstreamBytes: (n: number) => metrics.upstreamBytes.inc({ upstream: route.upstream }, n),
+      resumer: resumerFor(route, digest, { startedAtMs, etag: response.headers['etag'], request: get }),
+      onUpstreamBytes: (n: number) => metrics.upstreamBytes.inc(labels, n),
+      onRefetchedBytes: (n: number) => metrics.upstreamRefetchedBytes.inc(labels, n),
       onWriteFailure: (err: unknown) => {
         health.failed(err, 'blob');
         void leader?.removeRecord();
       },
     };
     return Fill.begin(options, response.body);
+  }
+
+  /** A GET of the blob through the registry, with extra headers (Range, If-Range to resume). */
+  function getBlob(route: Route, digest: Digest): (headers: Readonly<Record<string, string>>) => Promise<UpstreamResponse> {
+    const { upstream } = upstreamFor(deps, route);
+    return (headers) =>
+      upstream.request({ method: 'GET', repository: route.repository, path: `blobs/${digest}`, headers, notFound: 'BLOB_UNKNOWN' });
+  }
+
+  /** Resumes a cut body within the upstream's policy; each attempt counted and logged with its offset. */
+  function resumerFor(route: Route, digest: Digest, first: Pick<ResumeOptions, 'startedAtMs' | 'etag' | 'request'>): Resumer {
+    const { config } = upstreamFor(deps, route);
+    const fields = { digest, upstream: route.upstream, repository: route.repository };
+    return createResumer({
+      ...first,
+      policy: config.resume,
+      now,
+      onResume: (event) => {
+        metrics.upstreamResumes.inc({ upstream: route.upstream, outcome: event.outcome });
+        const entry = { ...fields, offset: event.offset, attempt: event.attempt, outcome: event.outcome, reason: event.reason };
+        if (event.outcome === 'failed') log.warn(entry, 'fill resume failed');
+        else log.info(entry, 'fill resumed');
+      },
+    });
   }
 
   /** Holding the fill lock: fetch, and tell other processes where the spool is. */
@@ -127,7 +152,9 @@ export function createFillStart(deps: MirrorDeps): FillStart {
       if (lease) return lead(route, digest, claim, lease);
       const record = await claim.findRecord();
       if (record?.spool) {
-        const stallMs = config.timeouts.bodyMs + 5_000;
+        // The spool pauses while its writer resumes a cut body: up to the longest back-off and a new request.
+        const { connectMs, headersMs, bodyMs } = config.timeouts;
+        const stallMs = bodyMs + 5_000 + (config.resume.maxResumes > 0 ? 8 * config.resume.backoffMs + connectMs + headersMs : 0);
         const options = { digest, sizeBytes: record.sizeBytes, store, stallMs, now, writerAlive: claim.writerAlive };
         const remote = await RemoteFill.follow(options, record.spool);
         if (remote) return remote;
@@ -166,7 +193,6 @@ export function createFillStart(deps: MirrorDeps): FillStart {
 interface FillClaim {
   readonly digest: Digest;
   tryLock(): Promise<Lease | undefined>;
-  breakLock(): Promise<void>;
   findRecord(): Promise<FillRecord | undefined>;
   writeRecord(record: FillRecord): Promise<void>;
   removeRecord(): Promise<void>;
@@ -179,7 +205,6 @@ function fillClaim(store: Store, digest: Digest): FillClaim {
   return {
     digest,
     tryLock: () => store.locks.tryLock(lockName),
-    breakLock: () => store.locks.breakLock(lockName),
     findRecord: () => store.fills.find(digest),
     writeRecord: (record) => store.fills.write(digest, record).catch(() => undefined),
     removeRecord: () => store.fills.remove(digest).catch(() => undefined),

@@ -6,7 +6,10 @@
  *      │  │
  *      │  └──(a write fails: disk full, read-only)──▶ relaying ──(verified)──▶ relayed
  *      │                                                 │
- *      └──(upstream error or stall, too many/few bytes, digest mismatch,
+ *      │  ▲
+ *      │  └──(body cut: reset, stall, premature end; resume.ts asks for the rest)──┐
+ *      │                                                   (same spool, same hash) ┘
+ *      └──(cut and out of resumes, too many bytes, digest mismatch,
  *          no reader left while relaying)────────────────┴──────────────────▶ failed
  *                                   (temp file removed; every reader destroyed with the error)
  *
@@ -27,13 +30,14 @@
  * The fill keeps one read handle, shared by its readers through positional reads. It is
  * closed when the fill has settled, has been released by its owner, and has no readers.
  */
-import { createHash } from 'node:crypto';
+import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { open, type FileHandle } from 'node:fs/promises';
 import type { Digest } from '../oci/digest.js';
 import { closeBody } from './context.js';
 import type { TempFile } from '../store/blobs.js';
 import type { Store } from '../store/store.js';
+import type { Continuation, Resumer } from './resume.js';
 import { SourceBase, type FillOutcome } from './source.js';
 
 const FIRST_READER_WAIT_MS = 10_000;
@@ -60,6 +64,10 @@ export interface FillOptions {
   /** False: the store is known to be unwritable, relay from the first byte. */
   readonly spool?: boolean;
   readonly onUpstreamBytes?: (bytes: number) => void;
+  /** Continues a body cut mid-way; without it a cut fails the fill. */
+  readonly resumer?: Resumer;
+  /** Bytes fetched again and dropped, because a resume was answered with the whole body. */
+  readonly onRefetchedBytes?: (bytes: number) => void;
   /** Writing the spool or committing failed; the fill relays instead. */
   readonly onWriteFailure?: (err: unknown) => void;
   readonly now?: () => number;
@@ -75,6 +83,9 @@ export class Fill extends SourceBase {
   readonly remote = false;
   #state: FillState = 'fetching';
   #written = 0;
+  #hash: Hash = createHash('sha256');
+  /** Where bytes go; undefined once relaying. */
+  #spool: TempFile | undefined;
   /** Bytes durably in the spool file; the rest (relaying) come from `#relay`. */
   #spoolEnd = 0;
   #relay: Relay | undefined;
@@ -97,7 +108,7 @@ export class Fill extends SourceBase {
   static async begin(options: FillOptions, body: Readable): Promise<Fill> {
     if (options.spool === false) {
       const fill = new Fill(options, undefined);
-      void fill.#pump(body, undefined);
+      void fill.#pump(body);
       return fill;
     }
     const temp = await options.store.blobs.createTemp().catch((err: unknown) => {
@@ -113,7 +124,8 @@ export class Fill extends SourceBase {
       await options.store.blobs.discardTemp(temp);
       throw err;
     }
-    void fill.#pump(body, temp);
+    fill.#spool = temp;
+    void fill.#pump(body);
     return fill;
   }
 
@@ -145,40 +157,86 @@ export class Fill extends SourceBase {
     return relay.bytes.copy(buffer, 0, position - relay.start);
   }
 
-  async #pump(body: Readable, temp: TempFile | undefined): Promise<void> {
-    const hash = createHash('sha256');
-    let spool = temp;
+  async #pump(first: Readable): Promise<void> {
+    let body = first;
     try {
-      if (!spool) await this.#waitForFirstReader();
-      for await (const chunk of body as AsyncIterable<Buffer>) {
-        hash.update(chunk);
-        if (spool && !(await this.#spoolChunk(spool, chunk))) spool = await this.#startRelay(spool);
-        if (!spool) this.#relayChunk(chunk);
-        this.#written += chunk.length;
-        this.#options.onUpstreamBytes?.(chunk.length);
-        if (this.sizeBytes !== undefined && this.#written > this.sizeBytes) {
-          throw new FillError(`upstream sent more than its Content-Length ${this.sizeBytes}`, 'size');
-        }
-        this.progressed();
-        if (!spool) await this.#waitForReaders();
+      if (!this.#spool) await this.#waitForFirstReader();
+      let skipBytes = 0;
+      for (let cut = await this.#copy(body, 0); cut; cut = await this.#copy(body, skipBytes)) {
+        closeBody(body);
+        ({ body, skipBytes } = await this.#resume(cut));
       }
-      if (this.sizeBytes !== undefined && this.#written !== this.sizeBytes) {
-        throw new FillError(`upstream body ended at ${this.#written} of ${this.sizeBytes} bytes`, 'size');
-      }
-      const actual = `sha256:${hash.digest('hex')}`;
+      const actual = `sha256:${this.#hash.digest('hex')}`;
       if (actual !== this.digest) {
         throw new FillError(`upstream sent ${actual} for ${this.digest}`, 'digest');
       }
-      if (spool && !(await this.#commit(spool))) spool = undefined;
-      const outcome: FillOutcome = spool ? 'committed' : 'relayed';
+      if (this.#spool && !(await this.#commit(this.#spool))) this.#spool = undefined;
+      const outcome: FillOutcome = this.#spool ? 'committed' : 'relayed';
       this.#state = outcome;
       this.succeed(outcome);
     } catch (err) {
       closeBody(body);
-      if (spool) await this.#options.store.blobs.discardTemp(spool).catch(() => undefined);
+      if (this.#spool) await this.#options.store.blobs.discardTemp(this.#spool).catch(() => undefined);
       this.#state = 'failed';
       this.fail(err instanceof FillError ? err : new FillError(errorMessage(err), 'upstream', { cause: err }));
     }
+  }
+
+  /**
+   * Takes `body` (less its first `skipBytes`, already held) to its end; resolves with the
+   * cut when it failed or ended short, undefined when the blob is whole.
+   */
+  async #copy(body: Readable, skipBytes: number): Promise<Error | undefined> {
+    const chunks = (body as AsyncIterable<Buffer>)[Symbol.asyncIterator]();
+    let skip = skipBytes;
+    for (;;) {
+      let next: IteratorResult<Buffer>;
+      try {
+        next = await chunks.next();
+      } catch (err) {
+        return err instanceof Error ? err : new Error(String(err));
+      }
+      if (next.done) break;
+      this.#options.onUpstreamBytes?.(next.value.length);
+      const dropped = Math.min(skip, next.value.length);
+      skip -= dropped;
+      if (dropped > 0) this.#options.onRefetchedBytes?.(dropped);
+      if (dropped < next.value.length) await this.#take(next.value.subarray(dropped));
+    }
+    if (skip === 0 && (this.sizeBytes === undefined || this.#written === this.sizeBytes)) return undefined;
+    return new FillError(`upstream body ended at ${this.#written} of ${this.sizeBytes ?? 'unknown'} bytes`, 'size');
+  }
+
+  async #take(chunk: Buffer): Promise<void> {
+    this.#hash.update(chunk);
+    if (this.#spool && !(await this.#spoolChunk(this.#spool, chunk))) this.#spool = await this.#startRelay(this.#spool);
+    if (!this.#spool) this.#relayChunk(chunk);
+    this.#written += chunk.length;
+    if (this.sizeBytes !== undefined && this.#written > this.sizeBytes) {
+      throw new FillError(`upstream sent more than its Content-Length ${this.sizeBytes}`, 'size');
+    }
+    this.progressed();
+    if (!this.#spool) await this.#waitForReaders();
+  }
+
+  /** Asks the upstream for the rest; throws the cut when the resumes are spent. */
+  async #resume(cut: Error): Promise<Continuation> {
+    const resumer = this.#options.resumer;
+    if (!resumer) throw cut;
+    // A reader that took bytes keeps them: the spool may only start over under readers that took none.
+    const canRestart = [...this.readers].every((reader) => reader.position === 0);
+    const next = await resumer.next(cut, this.#written, canRestart);
+    if (next.restart) await this.#restart();
+    return next;
+  }
+
+  /** Spool and hash from the first byte again; readers (all at 0) wait for the new bytes. */
+  async #restart(): Promise<void> {
+    this.#hash = createHash('sha256');
+    this.#written = 0;
+    this.#spoolEnd = 0;
+    this.#relay = undefined;
+    if (this.#spool) await this.#spool.handle.truncate(0);
   }
 
   /** Appends to the spool; false when the store refused the write. */

@@ -1,3 +1,4 @@
+import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, findDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import { findManifest, manifestMediaType, references } from '../oci/manifest.js';
@@ -5,7 +6,7 @@ import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import type { Route } from '../oci/path.js';
 import type { Reference } from '../oci/reference.js';
 import type { TagRecord } from '../store/records.js';
-import type { UpstreamResponse } from '../upstream/client.js';
+import { isUpstreamFailure, type UpstreamResponse } from '../upstream/client.js';
 import {
   closeBody,
   contentLength,
@@ -46,15 +47,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
   const now = deps.now ?? Date.now;
 
   async function fetchManifest(route: Route, ref: string, expected: Digest | undefined): Promise<ManifestResult> {
-    const { upstream } = upstreamFor(deps, route);
-    const response = await upstream.request({
-      method: 'GET',
-      repository: route.repository,
-      path: `manifests/${ref}`,
-      accept: MANIFEST_ACCEPT,
-      notFound: 'MANIFEST_UNKNOWN',
-    });
-    const body = await readCapped(response.body, MAX_MANIFEST_BYTES);
+    const { response, body } = await getWhole(route, ref);
     const actual = digestOf(body);
     const claimed = expected ?? findDigest(response.headers['docker-content-digest']);
     if (claimed !== undefined && claimed !== actual) {
@@ -72,6 +65,34 @@ export function createManifests(deps: MirrorDeps): Manifests {
       await deps.records.putLink(route.upstream, route.repository, digest);
     });
     return { digest, mediaType, sizeBytes: body.length, body, outcome: 'miss' };
+  }
+
+  /**
+   * GETs a manifest; a body cut mid-way is asked for again whole (manifests are small),
+   * within the upstream's resume policy, as a blob download would be resumed (resume.ts).
+   */
+  async function getWhole(route: Route, ref: string): Promise<{ response: UpstreamResponse; body: Buffer }> {
+    const { upstream, config } = upstreamFor(deps, route);
+    const { maxResumes, backoffMs, withinMs } = config.resume;
+    const deadline = now() + withinMs;
+    for (let attempt = 1; ; attempt++) {
+      const response = await upstream.request({
+        method: 'GET',
+        repository: route.repository,
+        path: `manifests/${ref}`,
+        accept: MANIFEST_ACCEPT,
+        notFound: 'MANIFEST_UNKNOWN',
+      });
+      try {
+        return { response, body: await readCapped(response.body, MAX_MANIFEST_BYTES) };
+      } catch (err) {
+        const cut = isUpstreamFailure(err) && err.reason === 'unreachable';
+        if (!cut || attempt > maxResumes || now() + backoffMs > deadline) throw err;
+        deps.metrics.upstreamResumes.inc({ upstream: route.upstream, outcome: 'refetched' });
+        deps.log.info({ upstream: route.upstream, repository: route.repository, ref, attempt, reason: err.message }, 'manifest refetched');
+        await sleep(backoffMs);
+      }
+    }
   }
 
   async function fromStore(digest: Digest, outcome: ManifestResult['outcome']): Promise<ManifestResult | undefined> {

@@ -5,7 +5,13 @@
  *
  *   following ──(the blob is in blobs/ and is the inode we read)──▶ complete
  *       │
- *       └──(spool stops growing and its record or lock is gone, or it stalls)──▶ failed
+ *       └──(spool stops growing and its record or lock is gone, or it stalls;
+ *           or it starts over under a reader that took bytes)──────────────▶ failed
+ *
+ * While the writer resumes a cut upstream body the spool only pauses. When the writer
+ * restarts it (resume.ts: the upstream would not continue from the offset) the file
+ * shrinks: readers that took no byte wait for the new bytes, a reader that took some
+ * cannot be served a consistent body and fails.
  *
  * The writer verifies before it renames the spool into blobs/, so the file we read is
  * verified once blobs/ holds that very inode; until then the last byte is held back,
@@ -71,7 +77,9 @@ export class RemoteFill extends SourceBase {
       while (!this.#complete) {
         const info = await this.#handle.stat();
         const now = this.now();
-        if (info.size > this.#written) {
+        if (info.size < this.#written) {
+          this.#startedOver(info.size);
+        } else if (info.size > this.#written) {
           this.#written = info.size;
           this.#lastGrowthMs = now;
           this.progressed();
@@ -87,6 +95,13 @@ export class RemoteFill extends SourceBase {
     } catch (err) {
       this.fail(err instanceof Error ? err : new Error(String(err)));
     }
+  }
+
+  #startedOver(sizeBytes: number): void {
+    if ([...this.readers].some((reader) => reader.position > 0)) {
+      throw new Error('the process fetching this blob started it over after bytes were served');
+    }
+    this.#written = sizeBytes;
   }
 
   async #isCommitted(inode: number, sizeBytes: number): Promise<boolean> {

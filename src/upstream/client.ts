@@ -25,14 +25,17 @@ export interface UpstreamRequest {
   readonly query?: string;
   /** Sent as one comma-joined Accept header. */
   readonly accept?: readonly string[];
-  /** Extra request headers, e.g. `{ range: 'bytes=0-' }`. Authorization is never taken from here. */
+  /**
+   * Extra request headers, e.g. `{ range: 'bytes=1024-', 'if-range': '"sha256:…"' }` to resume a
+   * body; they go to every hop. Authorization is never taken from here.
+   */
   readonly headers?: Readonly<Record<string, string>>;
   readonly notFound: 'MANIFEST_UNKNOWN' | 'BLOB_UNKNOWN' | 'NAME_UNKNOWN';
   readonly signal?: AbortSignal;
 }
 
 export interface UpstreamResponse {
-  /** 200 or 206. */
+  /** 200 or 206; 416 too when the request carried a Range (the caller decides what it means). */
   readonly status: number;
   /** Lower-case names, single string values. */
   readonly headers: Readonly<Record<string, string>>;
@@ -132,7 +135,7 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
   async function attemptOnce(req: UpstreamRequest): Promise<Attempt> {
     try {
       const hop = await exchange(req);
-      if (hop.status === 200 || hop.status === 206) return { hop };
+      if (hop.status === 200 || hop.status === 206 || (hop.status === 416 && hasRange(req))) return { hop };
       discard(hop.body);
       const retryAfterMs = retryAfterFor(hop, now());
       const retryable = hop.status === 429 || isServerFailure(hop.status);
@@ -209,6 +212,10 @@ function requestHeaders(req: UpstreamRequest): Record<string, string> {
   }
   if (req.accept && req.accept.length > 0) headers['accept'] = req.accept.join(', ');
   return headers;
+}
+
+function hasRange(req: UpstreamRequest): boolean {
+  return Object.keys(req.headers ?? {}).some((name) => name.toLowerCase() === 'range');
 }
 
 function withAuthorization(headers: Record<string, string>, authorization: string | undefined): Record<string, string> {

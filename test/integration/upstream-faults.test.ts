@@ -111,7 +111,8 @@ describe('upstream faults', () => {
         // RFC 6761: .invalid never resolves.
         'gone.invalid': { url: 'http://registry.gone.invalid:5000' },
       },
-      upstreamDefaults: { retries: 0, downFor: '0s', timeouts: TIMEOUTS, minSpeed: '64KiB' },
+      // Neither retried nor resumed: each fault reaches the client as it is (resume.test.ts heals them).
+      upstreamDefaults: { retries: 0, resume: { maxResumes: 0 }, downFor: '0s', timeouts: TIMEOUTS, minSpeed: '64KiB' },
     });
   });
 

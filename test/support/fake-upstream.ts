@@ -128,3 +128,44 @@ export function redirectTo(location: string, status = 302): BlobHandler {
     res.end();
   };
 }
+
+export interface RangedBlobOptions {
+  /** Body bytes sent by the n-th GET before the connection closes (FIN, short of Content-Length); GETs past the list are whole. */
+  readonly cuts?: readonly number[];
+  /** Answer a Range with 416 (as for a blob it no longer knows the size of). */
+  readonly refuseRanges?: boolean;
+  readonly etag?: string;
+}
+
+/**
+ * Serves `body` as a registry's blob store does (ETag, Accept-Ranges; `Range: bytes=N-`
+ * answered 206 with Content-Range unless If-Range names another ETag), and cuts the
+ * first GETs mid-body as `cuts` says. `gets` records each GET's Range and If-Range.
+ */
+export function rangedBlob(body: Buffer, options: RangedBlobOptions = {}): BlobHandler & { gets: { range?: string; ifRange?: string }[] } {
+  const etag = options.etag ?? `"${digestOf(body)}"`;
+  const gets: { range?: string; ifRange?: string }[] = [];
+  const handler: BlobHandler = (req, res) => {
+    const base = { etag, 'accept-ranges': 'bytes', 'content-type': 'application/octet-stream' };
+    if (req.method === 'HEAD') return void res.writeHead(200, { ...base, 'content-length': String(body.length) }).end();
+    const { range } = req.headers;
+    const ifRange = req.headers['if-range'] as string | undefined;
+    gets.push({ ...(range ? { range } : {}), ...(ifRange ? { ifRange } : {}) });
+    const start = Number(/^bytes=(\d+)-$/.exec(range ?? '')?.[1] ?? 0);
+    const ranged = range !== undefined && (ifRange === undefined || ifRange === etag);
+    if (ranged && (options.refuseRanges || start >= body.length)) {
+      return void res.writeHead(416, { 'content-range': `bytes */${body.length}` }).end();
+    }
+    const from = ranged ? start : 0;
+    res.writeHead(ranged ? 206 : 200, {
+      ...base,
+      'content-length': String(body.length - from),
+      ...(ranged ? { 'content-range': `bytes ${from}-${body.length - 1}/${body.length}` } : {}),
+    });
+    const cut = options.cuts?.[gets.length - 1];
+    if (cut === undefined) return void res.end(body.subarray(from));
+    // The close follows the bytes after a moment, so that they are read before the error discards them.
+    res.write(body.subarray(from, from + cut), () => setTimeout(() => res.socket?.end(), 50));
+  };
+  return Object.assign(handler, { gets });
+}

@@ -11,7 +11,12 @@ export interface Recorded {
   readonly kind: RequestKind;
   readonly headers: Readonly<Record<string, string | string[] | undefined>>;
   status: number;
+  /** Body bytes sent on to the client (the mirror). */
   bytes: number;
+  /** The response's Content-Length, when it had one. */
+  length?: number;
+  /** The link fault cut this response. */
+  cut?: boolean;
 }
 
 export interface CountingProxy {
@@ -27,6 +32,19 @@ export interface ProxyOptions {
   readonly tokenAuth?: boolean;
   /** With tokenAuth: the token realm requires these Basic credentials. */
   readonly tokenCredentials?: { readonly username: string; readonly password: string };
+  /** A WAN that breaks: blob GET responses cut mid-body. */
+  readonly linkFault?: LinkFault;
+}
+
+export interface LinkFault {
+  /** Body bytes let through before the cut. */
+  readonly afterBytes: number;
+  /** How many responses are cut for each blob, from its first (default 1); later ones pass whole. */
+  readonly times?: number;
+  /** `reset`: the connection is reset (RST, the default); `stall`: the body stops, the connection stays open. */
+  readonly mode?: 'reset' | 'stall';
+  /** Range and If-Range are dropped on the way: an upstream that ignores Range and answers 200. */
+  readonly ignoreRange?: boolean;
 }
 
 /**
@@ -37,6 +55,21 @@ export async function startCountingProxy(targetUrl: string, options: ProxyOption
   const target = new URL(targetUrl);
   let requests: Recorded[] = [];
   const tokens = new Map<string, Set<string>>();
+  /** Responses cut so far, per blob digest. */
+  const cuts = new Map<string, number>();
+  const faultFor = (req: IncomingMessage, entry: Recorded): LinkFault | undefined => {
+    const fault = options.linkFault;
+    const digest = /\/blobs\/(sha256:[a-f0-9]{64})/.exec(entry.path)?.[1];
+    if (!fault || !digest || req.method !== 'GET' || entry.kind !== 'blob') return undefined;
+    if (fault.ignoreRange) {
+      delete req.headers.range;
+      delete req.headers['if-range'];
+    }
+    const done = cuts.get(digest) ?? 0;
+    if (done >= (fault.times ?? 1)) return undefined;
+    cuts.set(digest, done + 1);
+    return fault;
+  };
   const record = (req: IncomingMessage, kind: RequestKind): Recorded => {
     const entry: Recorded = { method: req.method ?? '', path: req.url ?? '', kind, headers: { ...req.headers }, status: 0, bytes: 0 };
     requests.push(entry);
@@ -52,7 +85,7 @@ export async function startCountingProxy(targetUrl: string, options: ProxyOption
     createServer((req, res) => {
       const entry = record(req, classify(req.url ?? ''));
       if (realm && !authorized(req, tokens)) return challenge(res, entry, realm, req.url ?? '');
-      forward(req, res, target, entry);
+      forward(req, res, target, entry, faultFor(req, entry));
     }),
   );
   return {
@@ -81,12 +114,14 @@ export async function startCountingProxy(targetUrl: string, options: ProxyOption
   };
 }
 
-function forward(req: IncomingMessage, res: ServerResponse, target: URL, entry: Recorded): void {
+function forward(req: IncomingMessage, res: ServerResponse, target: URL, entry: Recorded, fault?: LinkFault): void {
   const headers = { ...req.headers, host: target.host };
   delete headers.authorization;
   const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (upRes) => {
     entry.status = upRes.statusCode ?? 0;
+    if (upRes.headers['content-length'] !== undefined) entry.length = Number(upRes.headers['content-length']);
     res.writeHead(upRes.statusCode ?? 502, upRes.headers);
+    if (fault && entry.status < 300) return cutAfter(upRes, res, entry, fault);
     upRes.on('data', (chunk: Buffer) => {
       entry.bytes += chunk.length;
     });
@@ -98,6 +133,26 @@ function forward(req: IncomingMessage, res: ServerResponse, target: URL, entry: 
     else res.destroy();
   });
   pipeline(req, upstream).catch(() => upstream.destroy());
+}
+
+/** Lets `fault.afterBytes` of the body through, then resets the connection or stops sending. */
+function cutAfter(upRes: IncomingMessage, res: ServerResponse, entry: Recorded, fault: LinkFault): void {
+  upRes.on('data', (chunk: Buffer) => {
+    const room = fault.afterBytes - entry.bytes;
+    const part = chunk.subarray(0, Math.max(0, room));
+    entry.bytes += part.length;
+    if (part.length < chunk.length || entry.bytes >= fault.afterBytes) {
+      entry.cut = true;
+      upRes.destroy();
+      if (fault.mode === 'stall') res.write(part);
+      // A moment for the bytes to be read: an RST makes the receiver drop what it has not read yet,
+      // and a link that drops delivers what came before the drop.
+      else res.write(part, () => setTimeout(() => res.socket?.resetAndDestroy(), 100));
+      return;
+    }
+    res.write(part);
+  });
+  upRes.on('end', () => res.end());
 }
 
 function classify(url: string): RequestKind {

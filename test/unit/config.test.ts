@@ -25,6 +25,7 @@ const DEFAULT_POLICY = {
   freshForMs: 300_000,
   maxStaleMs: 7 * 86_400_000,
   timeouts: { connectMs: 5_000, headersMs: 30_000, bodyMs: 30_000 },
+  resume: { maxResumes: 5, backoffMs: 250, withinMs: 30 * 60_000 },
   minBytesPerSecond: 1024,
   retries: 2,
   downForMs: 15_000,
@@ -91,8 +92,16 @@ describe('parseConfig merging', () => {
   it('falls back per upstream field to upstreamDefaults, timeouts key by key', () => {
     const config = parseConfig(
       {
-        upstreamDefaults: { freshFor: '1m', retries: 5 },
-        upstreams: { 'docker.io': { url: 'https://registry-1.docker.io', freshFor: '10s', timeouts: { body: '2m' }, maxConnections: 4 } },
+        upstreamDefaults: { freshFor: '1m', retries: 5, resume: { backoff: '1s' } },
+        upstreams: {
+          'docker.io': {
+            url: 'https://registry-1.docker.io',
+            freshFor: '10s',
+            timeouts: { body: '2m' },
+            maxConnections: 4,
+            resume: { maxResumes: 1 },
+          },
+        },
       },
       NO_ENV,
     );
@@ -103,6 +112,7 @@ describe('parseConfig merging', () => {
       maxConnections: 4,
       downForMs: 15_000,
       timeouts: { connectMs: 5000, headersMs: 30_000, bodyMs: 120_000 },
+      resume: { maxResumes: 1, backoffMs: 1000, withinMs: 30 * 60_000 },
     });
   });
 

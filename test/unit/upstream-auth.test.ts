@@ -63,6 +63,7 @@ function config(url: string, credentials?: UpstreamCredentials): UpstreamConfig 
     ...(credentials ? { credentials } : {}),
     freshForMs: 60_000,
     maxStaleMs: 0,
+    resume: { maxResumes: 0, backoffMs: 0, withinMs: 1 },
     timeouts: { connectMs: 1000, headersMs: 200, bodyMs: 200 },
     retries: 0,
     downForMs: 0,

@@ -86,6 +86,7 @@ function upstreamFor(url: string, overrides: Partial<UpstreamConfig> = {}): Harn
     library: false,
     freshForMs: 60_000,
     maxStaleMs: 0,
+    resume: { maxResumes: 0, backoffMs: 0, withinMs: 1 },
     timeouts: { connectMs: 500, headersMs: 200, bodyMs: 200 },
     retries: 2,
     downForMs: 30_000,
