@@ -25,6 +25,8 @@ export interface Metrics {
   readonly staleServed: Counter<'upstream'>;
   readonly storeBytes: Gauge;
   readonly storeEntries: Gauge;
+  readonly storeImages: Gauge;
+  readonly storePinnedBytes: Gauge;
   readonly cacheWriteFailures: Counter;
   readonly evictions: Counter<'reason'>;
   readonly offlineMisses: Counter<'kind'>;
@@ -108,6 +110,16 @@ export function createMetrics(options: { readonly processMetrics?: boolean } = {
     }),
     storeBytes: new Gauge({ name: 'oci_mirror_store_bytes', help: 'Bytes of content in the store.', registers }),
     storeEntries: new Gauge({ name: 'oci_mirror_store_entries', help: 'Blobs and manifests in the store.', registers }),
+    storeImages: new Gauge({
+      name: 'oci_mirror_store_images',
+      help: 'Images in the store (manifests no other stored manifest references), after the last maintenance pass.',
+      registers,
+    }),
+    storePinnedBytes: new Gauge({
+      name: 'oci_mirror_store_pinned_bytes',
+      help: 'Stored bytes of pinned images (never evicted), after the last maintenance pass.',
+      registers,
+    }),
     cacheWriteFailures: new Counter({
       name: 'oci_mirror_cache_write_failures_total',
       help: 'Content that was served but could not be written to the store.',

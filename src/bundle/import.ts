@@ -127,6 +127,7 @@ async function register(deps: ImportDeps, image: BundleImage): Promise<void> {
       mediaType: image.mediaType,
       sizeBytes: body.length,
       checkedAtMs: (deps.now ?? Date.now)(),
+      imported: true,
     });
   }
 }
