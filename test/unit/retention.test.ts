@@ -241,6 +241,9 @@ describe('retention', () => {
     await tag('resolved', resolved);
     await tag('other', other);
     await sweep(30, () => pull('resolved', 'HEAD'));
+    // Each part was refreshed by the last HEAD, not only the image as a whole.
+    const lastUsed = new Map(index.list().map((e) => [e.digest, e.lastUsedMs]));
+    expect(resolved.parts.map((d) => lastUsed.get(d))).toEqual(resolved.parts.map(() => Date.now()));
     expect(await stored(resolved.parts)).toBe(resolved.parts.length);
     expect(await stored(other.parts)).toBe(0);
     expect((await metrics.storeImages.get()).values[0]?.value).toBe(1);
