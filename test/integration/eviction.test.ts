@@ -194,8 +194,11 @@ describe('a bounded store', () => {
     await writeFile(configFile, JSON.stringify({ store: { path: storeDir }, upstreams: { 'docker.io': { url: proxy.url, library: true } } }));
     try {
       const stats = await run(process.execPath, ['dist/main.js', 'stats', '--config', configFile, '--url', mirror.url, '--json']);
-      const parsed = JSON.parse(stats.stdout) as { entries: number; sizeBytes: number; topRepositories: { repository: string; sizeBytes: number }[]; mirror: { hitRatio?: number; requests?: number } };
+      const parsed = JSON.parse(stats.stdout) as { entries: number; images: number; pinnedBytes: number; sizeBytes: number; topRepositories: { repository: string; sizeBytes: number }[]; mirror: { hitRatio?: number; requests?: number } };
       expect(parsed.entries).toBe(imageA.blobs.length + imageC.blobs.length + 2);
+      expect(parsed).toMatchObject({ images: 2, pinnedBytes: 0 });
+      const text = await run(process.execPath, ['dist/main.js', 'stats', '--config', configFile, '--url', mirror.url]);
+      expect(text.stdout).toMatch(/in 7 entries; 2 images cached, 0B pinned/);
       expect(parsed.topRepositories[0]?.repository).toBe('library/app-a');
       expect(parsed.topRepositories[0]?.sizeBytes).toBeGreaterThan(2 * MiB);
       expect(parsed.mirror.requests).toBe(imageA.blobs.length + imageC.blobs.length + 2);
