@@ -37,7 +37,8 @@ export function createImageRecency(deps: Pick<MirrorDeps, 'store' | 'index' | 'n
   async function walk(digest: Digest, stored: StoredManifest | undefined): Promise<Walk> {
     const walkedAtMs = now();
     const top = await (stored ? storedManifests(async () => stored) : load)({ digest });
-    if (!top) return { digests: [digest], complete: true, walkedAtMs };
+    // Not stored (yet): walked again once it is.
+    if (!top) return { digests: [digest], complete: false, walkedAtMs };
     const digests: Digest[] = [];
     let complete = true;
     for await (const part of walkImage(top, load)) {

@@ -139,6 +139,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
     if (known) {
       const head = await headUpstream(route, tag);
       const stored = method === 'GET' ? await fromStore(head.digest, 'revalidated') : undefined;
+      if (method === 'HEAD' && (await deps.store.manifests.findType(head.digest)) !== undefined) await servedImage(head.digest);
       result = stored ?? (method === 'GET' ? await fetchManifest(route, head.digest, head.digest) : head);
       if (method === 'HEAD' || stored) result = { ...result, outcome: 'revalidated' };
     } else {
