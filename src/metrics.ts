@@ -41,6 +41,8 @@ export interface Metrics {
   readonly storeBytes: Gauge;
   readonly storeEntries: Gauge;
   readonly storeMaxBytes: Gauge;
+  readonly storeImages: Gauge;
+  readonly storePinnedBytes: Gauge;
   readonly cacheWriteFailures: Counter;
   readonly evictions: Counter<'reason'>;
   readonly offlineMisses: Counter<'kind'>;
@@ -223,6 +225,18 @@ function storeMetrics(registers: Registers) {
     storeMaxBytes: new Gauge({
       name: 'oci_mirror_store_max_bytes',
       help: 'The store budget (store.maxSize): least recently served content is evicted above it.',
+      aggregator: 'max',
+      registers,
+    }),
+    storeImages: new Gauge({
+      name: 'oci_mirror_store_images',
+      help: 'Images in the store (manifests no other stored manifest references), after the last maintenance pass.',
+      aggregator: 'max',
+      registers,
+    }),
+    storePinnedBytes: new Gauge({
+      name: 'oci_mirror_store_pinned_bytes',
+      help: 'Stored bytes of pinned images (never evicted), after the last maintenance pass.',
       aggregator: 'max',
       registers,
     }),

@@ -49,7 +49,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
     ...(options.metricsExposition ? { exposition: options.metricsExposition } : {}),
   });
   const { store, records, health, index } = await openCache(config, log, metrics);
-  const maintenance = createMaintenance({ config, store, index, records, log });
+  const maintenance = createMaintenance({ config, store, index, records, log, metrics });
   const upstreams = new Map<string, Upstream>(
     Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log })]),
   );

@@ -189,6 +189,7 @@ async function register(deps: ImportDeps, plan: ImagePlan): Promise<void> {
       mediaType: (await deps.store.manifests.findType(root.digest)) ?? root.mediaType,
       sizeBytes: root.body.length,
       checkedAtMs: (deps.now ?? Date.now)(),
+      imported: true,
     });
   }
 }

@@ -4,7 +4,9 @@ import { digestHex, type Digest } from '../oci/digest.js';
 import { partDigest, storedManifests, walkImage } from '../oci/walk.js';
 import { createStore, type Store } from '../store/store.js';
 import { createRecords } from '../store/records.js';
-import { scanBlobs } from '../store/scan.js';
+import { scanBlobs, type ScannedBlob } from '../store/scan.js';
+import { createManifestGraphReader, storeUnits } from '../store/images.js';
+import { pinnedDigests } from '../mirror/pins.js';
 
 export interface RepositoryStats {
   readonly upstream: string;
@@ -26,6 +28,10 @@ export interface StoreStats {
   readonly path: string;
   readonly sizeBytes: number;
   readonly entries: number;
+  /** Images stored whole or in part: manifests no other stored manifest references. */
+  readonly images: number;
+  /** Stored bytes of pinned images (never evicted). */
+  readonly pinnedBytes: number;
   readonly topRepositories: readonly RepositoryStats[];
   readonly mirror: MirrorStats;
 }
@@ -44,9 +50,21 @@ export async function collectStats(config: Config, url: string): Promise<StoreSt
     path: config.store.path,
     sizeBytes,
     entries: files.size,
+    ...(await imageFigures(config, store, files)),
     topRepositories: repositories.sort((a, b) => b.sizeBytes - a.sizeBytes).slice(0, TOP),
     mirror: await mirrorStats(url),
   };
+}
+
+/** Images as eviction sees them (store/images.ts), and the bytes pins hold. */
+async function imageFigures(config: Config, store: Store, files: ReadonlyMap<string, ScannedBlob>) {
+  const entries = [...files].map(([hex, file]) => [hex, { lastUsedMs: file.mtimeMs }] as const);
+  const units = storeUnits(entries, await createManifestGraphReader(store).load());
+  let pinnedBytes = 0;
+  for (const d of await pinnedDigests({ config, records: createRecords(store), store })) {
+    pinnedBytes += files.get(digestHex(d))?.sizeBytes ?? 0;
+  }
+  return { images: units.filter((u) => u.kind === 'image').length, pinnedBytes };
 }
 
 async function repositorySizes(store: Store, sizeOf: (d: Digest) => number | undefined): Promise<RepositoryStats[]> {
@@ -97,7 +115,10 @@ function sumSamples(text: string, name: string, match: (labels: string) => boole
 }
 
 export function formatStats(stats: StoreStats): string[] {
-  const lines = [`store ${stats.path}: ${formatBytes(stats.sizeBytes)} in ${stats.entries} entries`];
+  const lines = [
+    `store ${stats.path}: ${formatBytes(stats.sizeBytes)} in ${stats.entries} entries; ${stats.images} images cached, ` +
+      `${formatBytes(stats.pinnedBytes)} pinned`,
+  ];
   if (stats.topRepositories.length > 0) {
     lines.push('top repositories by stored bytes:');
     for (const r of stats.topRepositories) lines.push(`  ${formatBytes(r.sizeBytes).padStart(10)}  ${r.upstream}/${r.repository}`);

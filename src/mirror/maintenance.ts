@@ -4,12 +4,19 @@
  * whose manifest is gone or that are past any use, remove temp files of dead
  * processes, save the recency snapshot. A pass is also started when a commit takes
  * the store over its budget; passes never overlap.
+ *
+ * A tag record is past use only when it is neither fresh, nor within `maxStale`, nor
+ * served within `idleTtl`: serving a tag refreshes its use (records.ts), online or
+ * offline. Offline, and for imported tags, no upstream could ever renew a record, so
+ * those never expire by age; nor does the record a pin resolves through (pins.ts).
  */
 import type { Logger } from '../log.js';
 import type { Config } from '../config/types.js';
 import type { Store } from '../store/store.js';
 import type { CacheIndex, EvictionReport } from '../store/cache-index.js';
-import type { Records } from '../store/records.js';
+import type { Records, StoredTag } from '../store/records.js';
+import type { Metrics } from '../metrics.js';
+import { pinnedTags, tagKey } from './pins.js';
 
 export interface Maintenance {
   /** Runs a pass now (or joins the one running). */
@@ -27,6 +34,8 @@ export interface MaintenanceDeps {
   readonly index: CacheIndex;
   readonly records: Records;
   readonly log: Logger;
+  /** Gauges of images and pinned bytes, set after each pass. */
+  readonly metrics?: Pick<Metrics, 'storeImages' | 'storePinnedBytes'>;
   readonly now?: () => number;
 }
 
@@ -44,23 +53,31 @@ export function createMaintenance(deps: MaintenanceDeps): Maintenance {
   let timers: NodeJS.Timeout[] = [];
   let running: Promise<EvictionReport | undefined> | undefined;
 
-  /** Tag records are worth keeping while their manifest is stored and they may still be served. */
-  function keepTag(upstream: string, checkedAtMs: number, digestStored: boolean): boolean {
-    const policy = config.upstreams[upstream];
-    if (!policy || !digestStored) return false;
-    return now() - checkedAtMs < policy.freshForMs + policy.maxStaleMs + config.store.idleTtlMs;
+  /** Tag records are worth keeping while pinned, or while their manifest is stored and they are of use. */
+  function keepTag(stored: StoredTag, pinned: ReadonlySet<string>): boolean {
+    if (pinned.has(tagKey(stored.upstream, stored.repository, stored.tag))) return true;
+    const policy = config.upstreams[stored.upstream];
+    if (!policy || !index.has(stored.record.digest)) return false;
+    if (config.offline || stored.record.imported) return true;
+    const at = now();
+    const fresh = at - stored.record.checkedAtMs < policy.freshForMs + policy.maxStaleMs;
+    return fresh || at - stored.lastUsedMs < config.store.idleTtlMs;
   }
 
   async function pass(): Promise<EvictionReport | undefined> {
     const startedMs = now();
     try {
       const report = await index.maintain();
-      const dropped = await records.sweepTags((upstream, record) => keepTag(upstream, record.checkedAtMs, index.has(record.digest)));
+      if (report.images !== undefined) deps.metrics?.storeImages.set(report.images);
+      if (report.pinnedBytes !== undefined) deps.metrics?.storePinnedBytes.set(report.pinnedBytes);
+      const pinned = await pinnedTags({ config, records });
+      const dropped = await records.sweepTags((stored) => keepTag(stored, pinned));
       const temp = await store.sweepTemp();
       if (report.removed > 0 || dropped > 0 || temp > 0) {
         log.info(
           { removed: report.removed, removedBytes: report.removedBytes, ...report.byReason, tagsDropped: dropped, tempRemoved: temp,
-            sizeBytes: report.sizeBytes, entries: report.entries, durationMs: now() - startedMs },
+            sizeBytes: report.sizeBytes, entries: report.entries, images: report.images,
+            durationMs: now() - startedMs },
           'store maintained',
         );
       }

@@ -1,11 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises';
 import { digestOf, findDigest, type Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
-import { findManifest, manifestMediaType, references } from '../oci/manifest.js';
+import { manifestMediaType } from '../oci/manifest.js';
 import { MANIFEST_ACCEPT } from '../oci/media-types.js';
 import type { Route } from '../oci/path.js';
 import type { Reference } from '../oci/reference.js';
 import type { TagRecord } from '../store/records.js';
+import type { StoredManifest } from '../store/manifest-meta.js';
 import { isUpstreamFailure, type UpstreamResponse } from '../upstream/client.js';
 import {
   closeBody,
@@ -18,6 +19,7 @@ import {
   type MirrorDeps,
 } from './context.js';
 import { createSingleFlight } from '../single-flight.js';
+import { createImageRecency } from './image-recency.js';
 import type { Outcome } from '../metrics.js';
 
 /** Registries must accept manifests of at least 4 MiB (distribution spec); we cap there. */
@@ -45,6 +47,14 @@ export interface Manifests {
 export function createManifests(deps: MirrorDeps): Manifests {
   const flights = createSingleFlight<ManifestResult>();
   const now = deps.now ?? Date.now;
+  const recency = createImageRecency(deps);
+
+  /** An image ages as one (image-recency.ts); recency is a hint, so a store that fails to read it costs a log line. */
+  async function servedImage(digest: Digest, stored?: StoredManifest): Promise<void> {
+    await recency.touch(digest, stored).catch((err: unknown) => {
+      deps.log.warn({ err, digest }, 'could not refresh the image recency');
+    });
+  }
 
   async function fetchManifest(route: Route, ref: string, expected: Digest | undefined): Promise<ManifestResult> {
     const { response, body } = await getWhole(route, ref);
@@ -105,10 +115,8 @@ export function createManifests(deps: MirrorDeps): Manifests {
       await deps.store.blobs.remove(digest);
       return undefined;
     }
-    // An image ages as one: serving its manifest keeps what it references fresh too.
     deps.index.touch(digest, stored.body.length);
-    const manifest = findManifest(stored.body, stored.mediaType);
-    for (const child of manifest ? references(manifest) : []) deps.index.touch(child.digest);
+    await servedImage(digest, stored);
     return { digest, mediaType: stored.mediaType, sizeBytes: stored.body.length, body: stored.body, outcome };
   }
 
@@ -152,6 +160,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
     if (known) {
       const head = await headUpstream(route, tag);
       const stored = method === 'GET' ? await fromStore(head.digest, 'revalidated') : undefined;
+      if (method === 'HEAD' && (await deps.store.manifests.findType(head.digest)) !== undefined) await servedImage(head.digest);
       result = stored ?? (method === 'GET' ? await fetchManifest(route, head.digest, head.digest) : head);
       if (method === 'HEAD' || stored) result = { ...result, outcome: 'revalidated' };
     } else {
@@ -166,7 +175,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
   async function fromRecord(record: TagRecord, method: 'GET' | 'HEAD', outcome: ManifestResult['outcome']) {
     if (method === 'HEAD') {
       if ((await deps.store.manifests.findType(record.digest)) === undefined) return undefined;
-      deps.index.touch(record.digest);
+      await servedImage(record.digest);
       return { digest: record.digest, mediaType: record.mediaType, sizeBytes: record.sizeBytes, body: undefined, outcome };
     }
     return fromStore(record.digest, outcome);
@@ -182,7 +191,16 @@ export function createManifests(deps: MirrorDeps): Manifests {
     }
   }
 
+  /** Whatever answered (hit, revalidated, stale, miss), the tag is in use: its record is kept (maintenance.ts). */
   async function byTag(route: Route, tag: string, method: 'GET' | 'HEAD'): Promise<ManifestResult> {
+    const result = await resolveByTag(route, tag, method);
+    await deps.records
+      .tagServed(route.upstream, route.repository, tag)
+      .catch((err: unknown) => deps.health.failed(err, 'tag record'));
+    return result;
+  }
+
+  async function resolveByTag(route: Route, tag: string, method: 'GET' | 'HEAD'): Promise<ManifestResult> {
     const { config } = upstreamFor(deps, route);
     const record = await deps.records.findTag(route.upstream, route.repository, tag);
     const ageMs = record ? now() - record.checkedAtMs : Number.POSITIVE_INFINITY;

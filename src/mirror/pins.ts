@@ -6,11 +6,12 @@ import { partDigest, storedManifests, walkImage } from '../oci/walk.js';
 import type { MirrorDeps } from './context.js';
 
 /**
- * Everything pinned images need (config `store.pins` and `warm --pin`), as the store has it now: the manifest a pinned tag
- * points to (its tag record) or the pinned digest, and all the content it references.
+ * Pinned images: the config's `store.pins` and what `warm --pin` added (pins.json). A pin
+ * keeps its manifest, every child manifest and every blob, through every eviction and
+ * sweep, until it is removed; a pin by tag also keeps its tag record, through which it
+ * resolves.
  */
-export async function pinnedDigests(deps: Pick<MirrorDeps, 'config' | 'records' | 'store'>): Promise<Set<Digest>> {
-  const pinned = new Set<Digest>();
+export async function pinnedRefs(deps: Pick<MirrorDeps, 'config' | 'records'>): Promise<ImageRef[]> {
   const table = createUpstreamTable(deps.config);
   const warmed: ImageRef[] = [];
   for (const text of await deps.records.readPins()) {
@@ -22,7 +23,29 @@ export async function pinnedDigests(deps: Pick<MirrorDeps, 'config' | 'records' 
       if (!(err instanceof RegistryError)) throw err;
     }
   }
-  for (const pin of [...deps.config.store.pins, ...warmed]) {
+  return [...deps.config.store.pins, ...warmed];
+}
+
+/** The tag records pins resolve through, as `tagKey` names them: the maintenance sweep never drops these. */
+export async function pinnedTags(deps: Pick<MirrorDeps, 'config' | 'records'>): Promise<Set<string>> {
+  const keys = new Set<string>();
+  for (const pin of await pinnedRefs(deps)) {
+    if (pin.reference.kind === 'tag') keys.add(tagKey(pin.upstream, pin.repository, pin.reference.tag));
+  }
+  return keys;
+}
+
+export function tagKey(upstream: string, repository: string, tag: string): string {
+  return `${upstream}/${repository}:${tag}`;
+}
+
+/**
+ * Everything pinned images need, as the store has it now: the manifest a pinned tag points
+ * to (its tag record) or the pinned digest, and all the content it references.
+ */
+export async function pinnedDigests(deps: Pick<MirrorDeps, 'config' | 'records' | 'store'>): Promise<Set<Digest>> {
+  const pinned = new Set<Digest>();
+  for (const pin of await pinnedRefs(deps)) {
     const root =
       pin.reference.kind === 'digest'
         ? pin.reference.digest

@@ -1,9 +1,14 @@
 /**
  * What the store holds and how recently each entry was served: the size budget (LRU
  * with watermarks) and the idle TTL. Entries are digests of files under blobs/ —
- * layers, configs and manifests alike, each evicted on its own recency, so a blob
- * shared by two images stays while either is pulled. Serving a manifest refreshes the
- * content it references (mirror/), so an image ages as one.
+ * layers, configs and manifests alike. Serving a manifest refreshes the content it
+ * references (mirror/image-recency.ts), so an image ages as one.
+ *
+ * - Eviction takes whole images (images.ts), least recently used first, an image's
+ *   recency being its most recently served manifest's: its manifests first, then the
+ *   blobs it leaves unreferenced. A blob shared by two images goes only when neither is
+ *   kept, so a kept manifest never lacks a layer. Content no stored manifest reaches is
+ *   evicted on its own recency.
  *
  * - Recency lives in an lru-cache (least recently served first), persisted to
  *   index.json (atomically) as a hint for restarts; the disk is the truth for what
@@ -23,6 +28,7 @@ import { ifMissing } from './fs-errors.js';
 import { lockNames } from './layout.js';
 import type { Store } from './store.js';
 import { scanBlobs } from './scan.js';
+import { createManifestGraphReader, storeUnits, type StoreUnit } from './images.js';
 
 export type EvictionReason = 'size' | 'ttl';
 
@@ -43,6 +49,10 @@ export interface EvictionReport {
   readonly dryRun: boolean;
   /** Another process held the evict lock; nothing was done. */
   readonly skipped: boolean;
+  /** Images stored after the pass (manifests no other stored manifest references); absent when skipped. */
+  readonly images?: number;
+  /** Stored bytes of pinned images after the pass; absent when skipped. */
+  readonly pinnedBytes?: number;
 }
 
 export interface EvictionPolicy {
@@ -55,7 +65,7 @@ export interface EvictionPolicy {
 export interface CacheIndexOptions extends EvictionPolicy {
   readonly store: Store;
   readonly now?: () => number;
-  /** Digests that must survive eviction: pinned images and what they reference. */
+  /** Digests that must survive eviction and every sweep: pinned images and all they reference. */
   readonly protectedDigests?: () => Promise<ReadonlySet<Digest>>;
   readonly onEvicted?: (reason: EvictionReason, count: number) => void;
   readonly onChange?: (totals: { sizeBytes: number; entries: number }) => void;
@@ -123,6 +133,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
   let running: Promise<EvictionReport> | undefined;
   /** Entries put while a rescan runs: committed after it may have read their shard. */
   let putDuringScan: Set<string> | undefined;
+  const manifestGraph = createManifestGraphReader(store);
 
   function emptyLru(): LRUCache<string, Entry> {
     return new LRUCache<string, Entry>({ maxSize: Number.MAX_SAFE_INTEGER, sizeCalculation: () => 1 });
@@ -203,27 +214,41 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
     rebuild(merged);
   }
 
-  async function protectedSet(): Promise<Set<string>> {
+  /** What must stay: pinned digests (apart, for the pinned bytes) and, with them, entries in use. */
+  async function protectedSets(): Promise<{ pinned: Set<string>; keep: Set<string> }> {
     const digests = (await options.protectedDigests?.()) ?? new Set<Digest>();
-    const hexes = new Set([...digests].map((d) => digestHex(d)));
-    for (const hex of inUse.keys()) hexes.add(hex);
-    return hexes;
+    const pinned = new Set([...digests].map((d) => digestHex(d)));
+    return { pinned, keep: new Set([...pinned, ...inUse.keys()]) };
   }
 
   /**
-   * Picks victims least recent first: idle ones (the order is by last use, so they lead),
-   * then more until `targetBytes` is reached.
+   * Picks victims unit by unit (images.ts), least recent first: idle ones (the order is by
+   * last use, so they lead), then more until `targetBytes` is reached. A unit whose root is
+   * kept stays whole; a member that a unit not (yet) chosen still reaches, or that is kept
+   * itself, stays.
    */
-  function chooseVictims(keep: Set<string>, idleBefore: number | undefined, targetBytes: number | undefined) {
+  function chooseVictims(
+    units: readonly StoreUnit[],
+    keep: Set<string>,
+    idleBefore: number | undefined,
+    targetBytes: number | undefined,
+  ) {
+    const holders = new Map<string, number>();
+    for (const unit of units) for (const hex of unit.members) holders.set(hex, (holders.get(hex) ?? 0) + 1);
     const victims: [string, Entry, EvictionReason][] = [];
     let remaining = totalBytes;
-    for (const hex of lru.rkeys()) {
-      const entry = lru.peek(hex) as Entry;
-      if (keep.has(hex)) continue;
-      const idle = idleBefore !== undefined && entry.lastUsedMs < idleBefore;
+    for (const unit of units) {
+      if (keep.has(unit.root)) continue;
+      const idle = idleBefore !== undefined && unit.lastUsedMs < idleBefore;
       if (!idle && (targetBytes === undefined || remaining <= targetBytes)) break;
-      victims.push([hex, entry, idle ? 'ttl' : 'size']);
-      remaining -= entry.sizeBytes;
+      for (const hex of unit.members) {
+        const left = (holders.get(hex) ?? 1) - 1;
+        holders.set(hex, left);
+        const entry = lru.peek(hex);
+        if (left > 0 || keep.has(hex) || !entry) continue;
+        victims.push([hex, entry, idle ? 'ttl' : 'size']);
+        remaining -= entry.sizeBytes;
+      }
     }
     return victims;
   }
@@ -234,42 +259,53 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
     dryRun: boolean,
   ): Promise<EvictionReport> {
     const lease = await store.locks.tryLock(lockNames.evict);
-    if (!lease) return report(0, 0, { size: 0, ttl: 0 }, dryRun, true);
+    if (!lease) return report({ removed: 0, removedBytes: 0, byReason: { size: 0, ttl: 0 } }, dryRun, true);
     try {
       // The rescan may find more than this process knew of: the target is decided on the merged total.
       await reconcile();
-      const victims = chooseVictims(await protectedSet(), idleBefore, target());
-      const byReason: Record<EvictionReason, number> = { size: 0, ttl: 0 };
-      let removedBytes = 0;
-      let removed = 0;
-      for (const [hex, entry, reason] of victims) {
-        // Taken into use since it was chosen: it stays.
-        if (!dryRun && inUse.has(hex)) continue;
-        byReason[reason] += 1;
-        removedBytes += entry.sizeBytes;
-        removed += 1;
-        if (dryRun) continue;
-        drop(hex);
-        await store.blobs.remove(digestFromHex(hex));
-      }
+      const { pinned, keep } = await protectedSets();
+      const units = storeUnits(ordered(), await manifestGraph.load());
+      const removal = await remove(chooseVictims(units, keep, idleBefore, target()), dryRun);
       if (!dryRun) {
-        for (const reason of ['size', 'ttl'] as const) if (byReason[reason] > 0) options.onEvicted?.(reason, byReason[reason]);
+        for (const reason of ['size', 'ttl'] as const) {
+          if (removal.byReason[reason] > 0) options.onEvicted?.(reason, removal.byReason[reason]);
+        }
         changed();
         await saveSnapshot();
       }
-      return report(removed, removedBytes, byReason, dryRun, false);
+      const images = units.filter((u) => u.kind === 'image' && !removal.removedHexes.has(u.root)).length;
+      let pinnedBytes = 0;
+      for (const hex of pinned) pinnedBytes += lru.peek(hex)?.sizeBytes ?? 0;
+      return { ...report(removal, dryRun, false), images, pinnedBytes };
     } finally {
       await lease.release();
     }
   }
 
+  /** Removes the victims in order (an image's manifests before its blobs); a dry run only counts them. */
+  async function remove(victims: readonly [string, Entry, EvictionReason][], dryRun: boolean) {
+    const byReason: Record<EvictionReason, number> = { size: 0, ttl: 0 };
+    const removedHexes = new Set<string>();
+    let removedBytes = 0;
+    for (const [hex, entry, reason] of victims) {
+      // Taken into use since it was chosen: it stays.
+      if (!dryRun && inUse.has(hex)) continue;
+      byReason[reason] += 1;
+      removedBytes += entry.sizeBytes;
+      if (dryRun) continue;
+      removedHexes.add(hex);
+      drop(hex);
+      await store.blobs.remove(digestFromHex(hex));
+    }
+    return { removed: Object.values(byReason).reduce((a, b) => a + b, 0), removedBytes, byReason, removedHexes };
+  }
+
   function report(
-    removed: number,
-    removedBytes: number,
-    byReason: Record<EvictionReason, number>,
+    removal: { removed: number; removedBytes: number; byReason: Record<EvictionReason, number> },
     dryRun: boolean,
     skipped: boolean,
   ): EvictionReport {
+    const { removed, removedBytes, byReason } = removal;
     return { removed, removedBytes, byReason, sizeBytes: totalBytes, entries: lru.size, dryRun, skipped };
   }
 

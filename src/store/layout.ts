@@ -41,6 +41,8 @@ export interface StoreLayout {
   readonly root: string;
   readonly tmpDir: string;
   readonly blobsDir: string;
+  /** Where manifest sidecars live (`manifestMetaPath`), sharded as blobs/ is. */
+  readonly manifestsDir: string;
   readonly fillsDir: string;
   readonly repositoriesDir: string;
   readonly snapshotPath: string;
@@ -66,6 +68,7 @@ export function createLayout(root: string): StoreLayout {
     root,
     tmpDir: join(root, 'tmp'),
     blobsDir: join(root, 'blobs', 'sha256'),
+    manifestsDir: join(root, 'manifests', 'sha256'),
     fillsDir: join(root, 'tmp', 'fills'),
     repositoriesDir: join(root, 'repositories'),
     snapshotPath: join(root, 'index.json'),

@@ -1,4 +1,4 @@
-import { mkdir, readdir, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, sep } from 'node:path';
 import { findDigest, type Digest } from '../oci/digest.js';
 import { ifMissing, parseJson } from './fs-errors.js';
@@ -11,6 +11,18 @@ export interface TagRecord {
   readonly sizeBytes: number;
   /** When the upstream last confirmed it (ms since epoch). */
   readonly checkedAtMs: number;
+  /** Filed by an import: no upstream stands behind it, so it never expires by age alone. */
+  readonly imported?: true;
+}
+
+/** A tag record as the sweep sees it. */
+export interface StoredTag {
+  readonly upstream: string;
+  readonly repository: string;
+  readonly tag: string;
+  readonly record: TagRecord;
+  /** When it was last served or written (ms since epoch): this process's memory, else the file's mtime. */
+  readonly lastUsedMs: number;
 }
 
 export interface RepositoryRecords {
@@ -26,19 +38,29 @@ export interface Records {
   findTag(upstream: string, repository: string, tag: string): Promise<TagRecord | undefined>;
   putTag(upstream: string, repository: string, tag: string, record: TagRecord): Promise<void>;
   removeTag(upstream: string, repository: string, tag: string): Promise<void>;
+  /**
+   * The tag was served (GET or HEAD, online or offline): its record is in use. Kept in
+   * memory, and persisted lazily as the file's mtime, at most once a minute, for other
+   * processes and restarts.
+   */
+  tagServed(upstream: string, repository: string, tag: string): Promise<void>;
   /** Image references pinned by `warm --pin` (pins.json), beside the config's `store.pins`. */
   readPins(): Promise<string[]>;
   addPins(refs: readonly string[]): Promise<void>;
   /** Every repository with records, and the digests its tags and links name. */
   listRepositories(): Promise<RepositoryRecords[]>;
   /** Removes every tag record `keep` rejects; answers how many went. */
-  sweepTags(keep: (upstream: string, record: TagRecord) => boolean): Promise<number>;
+  sweepTags(keep: (tag: StoredTag) => boolean): Promise<number>;
   hasLink(upstream: string, repository: string, digest: Digest): Promise<boolean>;
   putLink(upstream: string, repository: string, digest: Digest): Promise<void>;
 }
 
-export function createRecords(store: Store): Records {
+/** A served tag moves its record's mtime at most this often (as blobs do, cache-index.ts). */
+const TOUCH_EVERY_MS = 60_000;
+
+export function createRecords(store: Store, options: { readonly now?: () => number } = {}): Records {
   const { layout } = store;
+  const now = options.now ?? Date.now;
   const root = layout.repositoriesDir;
 
   /** Tag records and links under repositories/, with the repository they belong to. */
@@ -56,6 +78,20 @@ export function createRecords(store: Store): Records {
   }
   const tags = new Map<string, { record: TagRecord; ino: number; mtimeMs: number }>();
   const links = new Set<string>();
+  /** By record path: when this process last served the tag, and last moved the file's mtime. */
+  const served = new Map<string, { atMs: number; touchedMs: number }>();
+
+  function forget(path: string): void {
+    tags.delete(path);
+    served.delete(path);
+  }
+
+  /** The later of this process's last use and the file's mtime (another process's use, or a write). */
+  async function lastUsedMs(path: string): Promise<number | undefined> {
+    const mtimeMs = (await stat(path).catch(ifMissing(undefined)))?.mtimeMs;
+    if (mtimeMs === undefined) return undefined;
+    return Math.max(Math.floor(mtimeMs), served.get(path)?.atMs ?? 0);
+  }
 
   return {
     async findTag(upstream, repository, tag) {
@@ -76,12 +112,26 @@ export function createRecords(store: Store): Records {
     async putTag(upstream, repository, tag, record) {
       const path = layout.tagPath(upstream, repository, tag);
       tags.delete(path);
+      const at = now();
+      served.set(path, { atMs: at, touchedMs: at });
       await store.temp.writeAtomic(path, JSON.stringify(record));
     },
     async removeTag(upstream, repository, tag) {
       const path = layout.tagPath(upstream, repository, tag);
-      tags.delete(path);
+      forget(path);
       await rm(path, { force: true });
+    },
+    async tagServed(upstream, repository, tag) {
+      const path = layout.tagPath(upstream, repository, tag);
+      const at = now();
+      const known = served.get(path);
+      if (known && at - known.touchedMs < TOUCH_EVERY_MS) {
+        known.atMs = at;
+        return;
+      }
+      served.set(path, { atMs: at, touchedMs: at });
+      // Gone meanwhile (swept, or removed as evicted): nothing to keep in use.
+      await utimes(path, at / 1000, at / 1000).catch(ifMissing(undefined));
     },
     async readPins() {
       const text = await readFile(layout.pinsPath, 'utf8').catch(ifMissing(undefined));
@@ -109,11 +159,13 @@ export function createRecords(store: Store): Records {
     },
     async sweepTags(keep) {
       let removed = 0;
-      for (const { path, upstream, kind } of await recordFiles()) {
+      for (const { path, upstream, repository, kind } of await recordFiles()) {
         if (kind !== '_tags') continue;
         const record = parseTagRecord(await readFile(path, 'utf8').catch(ifMissing(undefined)));
-        if (record && keep(upstream, record)) continue;
-        tags.delete(path);
+        const usedMs = record && (await lastUsedMs(path));
+        const tag = basename(path, '.json');
+        if (record && usedMs !== undefined && keep({ upstream, repository, tag, record, lastUsedMs: usedMs })) continue;
+        forget(path);
         await rm(path, { force: true });
         removed += 1;
       }
@@ -140,9 +192,9 @@ function parseTagRecord(text: string | undefined): TagRecord | undefined {
   const raw = text === undefined ? undefined : (parseJson(text) as Record<string, unknown> | null | undefined);
   if (typeof raw !== 'object' || raw === null) return undefined;
   const digest = findDigest(typeof raw['digest'] === 'string' ? raw['digest'] : undefined);
-  const { mediaType, sizeBytes, checkedAtMs } = raw;
+  const { mediaType, sizeBytes, checkedAtMs, imported } = raw;
   if (!digest || typeof mediaType !== 'string' || typeof sizeBytes !== 'number' || typeof checkedAtMs !== 'number') {
     return undefined;
   }
-  return { digest, mediaType, sizeBytes, checkedAtMs };
+  return { digest, mediaType, sizeBytes, checkedAtMs, ...(imported === true ? { imported } : {}) };
 }

@@ -86,18 +86,21 @@ describe('a bounded store', () => {
 
     expect(await stored(onlyLayer(imageA, imageB))).toBe(false);
     expect(await stored(imageA.topDigest)).toBe(false);
+    // Whole: A's config goes with it (it is A's own), never half an image left behind.
+    expect(await stored(imageA.blobs.at(-1)!.digest)).toBe(false);
     for (const blob of [...imageB.blobs, ...imageC.blobs]) expect(await stored(blob.digest), blob.digest).toBe(true);
     expect(mirror.runtime.index.sizeBytes).toBeLessThanOrEqual(0.9 * 4 * MiB);
     const evictions = await mirror.runtime.metrics.evictions.get();
-    // Least recent first, and no more than needed: A's manifest and its own layer (4.5 → 3.5 MiB).
-    expect(evictions.values.find((v) => v.labels.reason === 'size')?.value).toBe(2);
+    // Least recent first, and no more than needed: image A whole — its manifest, config and own layer (4.5 → 3.5 MiB).
+    expect(evictions.values.find((v) => v.labels.reason === 'size')?.value).toBe(3);
 
     // B is still whole: pulled with no upstream blob GET. A comes back cleanly.
     proxy.reset();
     await pull('app-b', imageB);
     expect(proxy.count({ method: 'GET', kind: 'blob' })).toBe(0);
     await pull('app-a', imageA);
-    expect(proxy.count({ method: 'GET', kind: 'blob' })).toBe(1);
+    // Its own layer and config; the layer B keeps is not fetched again.
+    expect(proxy.count({ method: 'GET', kind: 'blob' })).toBe(2);
     expect(proxy.count({ method: 'GET', kind: 'manifest' })).toBe(1);
   });
 
@@ -191,8 +194,11 @@ describe('a bounded store', () => {
     await writeFile(configFile, JSON.stringify({ store: { path: storeDir }, upstreams: { 'docker.io': { url: proxy.url, library: true } } }));
     try {
       const stats = await run(process.execPath, ['dist/main.js', 'stats', '--config', configFile, '--url', mirror.url, '--json']);
-      const parsed = JSON.parse(stats.stdout) as { entries: number; sizeBytes: number; topRepositories: { repository: string; sizeBytes: number }[]; mirror: { hitRatio?: number; requests?: number } };
+      const parsed = JSON.parse(stats.stdout) as { entries: number; images: number; pinnedBytes: number; sizeBytes: number; topRepositories: { repository: string; sizeBytes: number }[]; mirror: { hitRatio?: number; requests?: number } };
       expect(parsed.entries).toBe(imageA.blobs.length + imageC.blobs.length + 2);
+      expect(parsed).toMatchObject({ images: 2, pinnedBytes: 0 });
+      const text = await run(process.execPath, ['dist/main.js', 'stats', '--config', configFile, '--url', mirror.url]);
+      expect(text.stdout).toMatch(/in 7 entries; 2 images cached, 0B pinned/);
       expect(parsed.topRepositories[0]?.repository).toBe('library/app-a');
       expect(parsed.topRepositories[0]?.sizeBytes).toBeGreaterThan(2 * MiB);
       expect(parsed.mirror.requests).toBe(imageA.blobs.length + imageC.blobs.length + 2);

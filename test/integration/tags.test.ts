@@ -45,6 +45,22 @@ describe('tags: revalidated, changed, stale', () => {
     expect(requests.values.find((v) => v.labels.outcome === 'revalidated')?.value).toBeGreaterThanOrEqual(1);
   });
 
+  it('refreshes every part of the image when a HEAD revalidates the tag', async () => {
+    const layer = v1.blobs[0]!;
+    const config = v1.blobs[1]!;
+    for (const blob of [layer, config]) {
+      expect((await fetchHashed(`${mirror.url}/v2/tagged-synth/blobs/${blob.digest}`)).sha256).toBe(blob.digest);
+    }
+    const recency = (): string[] => mirror.runtime.index.list().map((e) => e.digest as string);
+    expect(recency().at(-1)).toBe(config.digest);
+    proxy.reset();
+    const head = await fetchHashed(tagUrl(), { method: 'HEAD' });
+    expect(head.headers['docker-content-digest']).toBe(v1.topDigest);
+    expect(proxy.count({ method: 'HEAD', kind: 'manifest' })).toBe(1);
+    // The walk refreshes the manifest, its config, then its layer: what containerd resolves keeps its layers.
+    expect(recency().slice(-3)).toEqual([v1.topDigest, config.digest, layer.digest]);
+  });
+
   it('follows a tag that moved upstream', async () => {
     const v2 = await pushImage(registry.url, 'library/tagged-synth', 'latest', buildImage({ mediaTypes: 'docker', layers: [{ seed: 'tag-v2', size: 64 << 10 }] }));
     const res = await fetchHashed(tagUrl());
