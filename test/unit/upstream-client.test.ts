@@ -205,11 +205,11 @@ describe('upstream auth', () => {
     expect(tokens.seen).toHaveLength(1);
   });
 
-  it('sends credentials to an in-boundary realm and not to another host', async () => {
-    const credentials = { username: 'user', password: 'pw' };
+  it('sends credentials to a realm in the trust boundary (here: listed in auth.realms) and not to another host', async () => {
     const basic = `Basic ${Buffer.from('user:pw').toString('base64')}`;
     const inside = await serve(tokenServer());
     const outside = await serve(tokenServer(), 'localhost');
+    const credentials = { username: 'user', password: 'pw', realms: [inside.origin] };
     for (const realm of [inside, outside]) {
       const registry = await serve(bearerRegistry(`${realm.origin}/token`, 'tok'));
       const { upstream } = upstreamFor(registry.origin, { credentials });
