@@ -48,8 +48,10 @@ export function createAuthenticator(options: {
 }): Authenticator {
   const { tokens, credentials, origin: ownOrigin } = options;
   // What each origin last asked for, and the challenge scope that answered for an
-  // (origin, repository), or for the whole origin when it does not name the repository
-  // (ECR Public's `scope="aws"`): the next request carries its token without a 401.
+  // (origin, repository) (a redirect target may name it otherwise: registry.k8s.io's
+  // `pause` is `k8s-artifacts-prod/images/pause` at Artifact Registry), or for the whole
+  // origin when it is no repository scope (ECR Public's `scope="aws"`): the next request
+  // carries its token without a 401.
   const known = new LRUCache<string, Known>({ max: MAX_ORIGINS });
   const scopes = new LRUCache<string, string>({ max: MAX_SCOPES });
 
@@ -90,7 +92,7 @@ export function createAuthenticator(options: {
     const service = challenge?.params.get('service');
     known.set(url.origin, { scheme: 'bearer', realm, service });
     const scope = challenge?.params.get('scope') ?? `repository:${repository}:pull`;
-    scopes.set(scope.includes(`repository:${repository}:`) ? `${url.origin} ${repository}` : url.origin, scope);
+    scopes.set(scope.startsWith('repository:') ? `${url.origin} ${repository}` : url.origin, scope);
     const key: TokenKey = { realm, service, scope };
     // The token we sent was refused (expired early, revoked): fetch a new one.
     if (sent?.startsWith('Bearer ')) tokens.invalidate(key, sent.slice('Bearer '.length));
