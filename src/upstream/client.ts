@@ -12,6 +12,7 @@ import { createBreaker, type Breaker, type Reachability } from './breaker.js';
 import { isServerFailure, isUpstreamFailure, networkError, statusError } from './failure.js';
 import { followRedirects } from './redirect.js';
 import { guardSpeed } from './speed-guard.js';
+import type { Resolve } from './local-address.js';
 import { createTransport, type Hop } from './transport.js';
 
 export { isUpstreamFailure, UpstreamError, type FailureReason } from './failure.js';
@@ -62,6 +63,8 @@ export interface UpstreamDeps {
   readonly log: Logger;
   readonly now?: () => number;
   readonly dispatcher?: Dispatcher;
+  /** DNS for the connect-time lookup (tests inject one); node:dns by default. */
+  readonly resolve?: Resolve;
 }
 
 /** A Retry-After longer than this is not waited out: the client gets it instead. */

@@ -8,7 +8,7 @@ import type { UpstreamConfig } from '../config/types.js';
 import { statusClass, type Metrics } from '../metrics.js';
 import { VERSION } from '../version.js';
 import { UpstreamError } from './failure.js';
-import { isLocalHost, lookupWithoutLocal } from './local-address.js';
+import { isLocalHost, lookupWithoutLocal, type Resolve } from './local-address.js';
 
 export type Body = Dispatcher.ResponseData['body'];
 
@@ -38,13 +38,13 @@ export const USER_AGENT = `oci-mirror/${VERSION}`;
 
 export function createTransport(
   config: UpstreamConfig,
-  deps: { readonly metrics: Metrics; readonly dispatcher?: Dispatcher | undefined },
+  deps: { readonly metrics: Metrics; readonly dispatcher?: Dispatcher | undefined; readonly resolve?: Resolve | undefined },
 ): Transport {
   const { timeouts } = config;
   const ownHost = new URL(config.url).hostname;
   const allowLocal = config.allowLocalRedirects ?? isLocalHost(ownHost);
   // One keep-alive Agent per upstream; an injected dispatcher (tests) is not ours to close.
-  const dispatcher: Dispatcher = deps.dispatcher ?? createAgent(config, allowLocal ? undefined : ownHost);
+  const dispatcher: Dispatcher = deps.dispatcher ?? createAgent(config, allowLocal ? undefined : ownHost, deps.resolve);
   const owned = deps.dispatcher ? undefined : dispatcher;
   const labels = (method: string, status: number) => ({
     upstream: config.name,
@@ -94,11 +94,12 @@ export function createTransport(
   };
 }
 
-/** `guardedHost`: dial local addresses only for this host (the upstream's own). */
-function createAgent(config: UpstreamConfig, guardedHost: string | undefined): Agent {
+/** `guardedHost`: dial local addresses only for this host (the upstream's own), checked on the address dialled. */
+function createAgent(config: UpstreamConfig, guardedHost: string | undefined, resolve: Resolve | undefined): Agent {
+  const lookup = guardedHost === undefined ? undefined : lookupWithoutLocal(guardedHost, resolve);
   return new Agent({
     connections: config.maxConnections,
-    connect: { timeout: config.timeouts.connectMs, ...(guardedHost === undefined ? {} : { lookup: lookupWithoutLocal(guardedHost) }) },
+    connect: { timeout: config.timeouts.connectMs, ...(lookup === undefined ? {} : { lookup }) },
     headersTimeout: config.timeouts.headersMs,
     bodyTimeout: config.timeouts.bodyMs,
   });
