@@ -2,10 +2,11 @@ import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Serv
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
+import { Writable } from 'node:stream';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { UpstreamConfig, UpstreamCredentials } from '../../src/config/types.js';
-import { createSilentLogger } from '../../src/log.js';
+import { createLogger, createSilentLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
 import {
   createTokenCache,
@@ -292,6 +293,32 @@ describe('token cache', () => {
     const { tokens } = tokenCache(realm.origin, { t: 0 }, credentials);
     await tokens.getToken({ realm: `${realm.origin}/token`, scope: 's' });
     expect(realm.seen[0]?.headers.authorization).toBe(basic);
+  });
+
+  it('warns once per untrusted realm, naming its origin and never the credentials', async () => {
+    const realm = await serve(json({ token: 'tok' }));
+    const lines: string[] = [];
+    const transport = createTransport(config('http://127.0.0.1:5000'), { metrics: createMetrics({ processMetrics: false }) });
+    cleanups.push(() => transport.close());
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
+    const tokens = createTokenCache({
+      upstreamUrl: new URL('http://127.0.0.1:5000'),
+      credentials: createCredentialSource(credentials, { host: '127.0.0.1:5000', now: () => 0 }),
+      send: (url, headers, signal) => transport.send('GET', url, headers, signal, 'TOKEN'),
+      deadlineMs: 500,
+      now: () => 0,
+      log: createLogger('debug', sink),
+    });
+    for (const scope of ['a', 'b', 'c']) await tokens.getToken({ realm: `${realm.origin}/token`, scope });
+    const warnings = lines.filter((line) => line.includes('outside upstream trust boundary'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(realm.origin);
+    expect(lines.join('')).not.toContain('secret');
   });
 
   it('sends credentials to a realm on another port only when auth.realms lists it', async () => {
