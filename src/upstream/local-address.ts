@@ -84,3 +84,23 @@ export function lookupWithoutLocal(ownHost: string, resolve: Resolve = dnsLookup
     });
   };
 }
+
+/**
+ * The Agent's connect-time lookup: local addresses dropped for every host but the
+ * upstream's own, unless the upstream may send the mirror there (`allowLocal`); then
+ * undefined (net's own lookup) unless a resolver is injected.
+ */
+export function connectLookup(ownHost: string, options: { readonly allowLocal: boolean; readonly resolve?: Resolve | undefined }): LookupFunction | undefined {
+  if (!options.allowLocal) return lookupWithoutLocal(ownHost, options.resolve);
+  const { resolve } = options;
+  if (resolve === undefined) return undefined;
+  return (hostname: string, lookupOptions: LookupOptions, callback: Callback) => {
+    resolve(hostname, { ...lookupOptions, all: true }, (err, addresses) => {
+      if (err) return callback(err, []);
+      if (lookupOptions.all) return callback(null, addresses);
+      const first = addresses[0];
+      if (first === undefined) return callback(Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND' }), []);
+      callback(null, first.address, first.family);
+    });
+  };
+}
