@@ -49,6 +49,7 @@ const DEFAULT_EXPIRES_IN_S = 60; // token.md: "defaults to 60 seconds"
 const EARLY_REFRESH_MAX_MS = 10_000;
 const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
 const MAX_CACHED_TOKENS = 1024;
+const MAX_WARNED_REALMS = 64;
 /** A token goes into a header: visible ASCII only. */
 const TOKEN_SYNTAX = /^[\x21-\x7e]+$/;
 
@@ -63,8 +64,14 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
   // recently used goes. ttlResolution 0: ask `now` on every lookup, no cached reading.
   const cached = new LRUCache<string, string>({ max: MAX_CACHED_TOKENS, ttlResolution: 0, perf: { now } });
   const fetches = createSingleFlight<string>();
-  const warned = new Set<string>();
-  const context: FetchContext = { ...options, warnOnce: (origin) => !warned.has(origin) && warned.add(origin) !== undefined };
+  // Realm origins warned about; the upstream names them, so the set is bounded.
+  const warned = new LRUCache<string, true>({ max: MAX_WARNED_REALMS });
+  const warnOnce = (origin: string): boolean => {
+    if (warned.has(origin)) return false;
+    warned.set(origin, true);
+    return true;
+  };
+  const context: FetchContext = { ...options, warnOnce };
 
   function findToken(key: TokenKey): string | undefined {
     return cached.get(keyOf(key));
