@@ -9,7 +9,8 @@ import { readDirImage, skopeoCopy } from '../support/skopeo.js';
 /**
  * One skopeo pull per registry style through the mirror, cold then warm, against
  * emulations that refuse what the real services refuse (test/support/registry-styles.ts).
- * Every cold pull costs one 401 per origin that challenges; a warm pull costs nothing.
+ * Every cold pull costs one 401 per origin that challenges; a warm pull revalidates its
+ * tag with the token or credentials already known (no 401) and fetches no blob.
  */
 interface Case {
   readonly spec: StyleSpec;
@@ -102,7 +103,8 @@ describe('registry styles, pulled with skopeo through the mirror', () => {
       let mirror: MirrorHandle | undefined;
       try {
         mirror = await startMirror(
-          { upstreams: { [c.spec.name]: { url: registry.url, ...(c.auth ? { auth: c.auth(registry) } : {}) } } },
+          // Tags revalidate on every pull, so the warm pull shows the cached token reused.
+          { upstreams: { [c.spec.name]: { url: registry.url, freshFor: '1ms', ...(c.auth ? { auth: c.auth(registry) } : {}) } } },
           { env: { GITLAB_TOKEN: secret, ACR_TOKEN: acrSecret } },
         );
         await pullAndCheck(mirror, image, join(out, `${c.spec.name}-cold`));
@@ -115,6 +117,7 @@ describe('registry styles, pulled with skopeo through the mirror', () => {
         record(c.spec.name, 'warm', warm);
         expect(warm.filter((s) => s.kind === 'blob' || s.kind === 'storage')).toHaveLength(0);
         expect(warm.filter((s) => s.status === 401)).toHaveLength(0);
+        expect(warm.filter((s) => s.host === 'registry' && s.method === 'HEAD' && s.kind === 'manifest' && s.status === 200)).toHaveLength(1);
         if (c.spec.name === 'ecr') await rotateEcr(mirror, registry, second, out);
       } finally {
         await mirror?.stop();
