@@ -141,7 +141,9 @@ function resolveAuth(at: Problems, auth: NonNullable<UpstreamFile['auth']>, path
     const found = sources.length === 0 ? 'none' : sources.join(' and ');
     at.report(path, `expected exactly one of passwordEnv, passwordFile or helper, got ${found}`);
   }
-  const common = { username: auth.username ?? '', ...(auth.realms.length === 0 ? {} : { realms: auth.realms }) };
+  // Compared with a realm URL's origin: `https://GitLab.example.com:443` is `https://gitlab.example.com`.
+  const realms = auth.realms.map((realm) => (URL.canParse(realm) ? new URL(realm).origin : realm));
+  const common = { username: auth.username ?? '', ...(realms.length === 0 ? {} : { realms }) };
   if (auth.helper !== undefined) {
     const helperTtlMs = toMs(at, auth.helperTtl, `${path}.helperTtl`, 1);
     return { ...common, helper: auth.helper, helperTtlMs };

@@ -119,7 +119,8 @@ async function fetchToken(key: TokenKey, context: FetchContext): Promise<Cached>
   for (const scope of key.scope.split(' ')) if (scope) url.searchParams.append('scope', scope);
   const trusted = context.credentials !== undefined && isInTrustBoundary(realm, context.upstreamUrl, context.trustedRealms);
   if (context.credentials !== undefined && !trusted && context.warnOnce(realm.origin)) {
-    context.log.warn({ realm: realm.origin }, 'token realm outside upstream trust boundary; fetching anonymously');
+    const message = 'token realm outside upstream trust boundary; fetching anonymously (list it in auth.realms to send credentials)';
+    context.log.warn({ realm: realm.origin }, message);
   }
   const source = trusted ? context.credentials : undefined;
   const first = await source?.get();

@@ -271,7 +271,7 @@ describe('parseConfig credentials', () => {
   });
 
   it('takes passwordFile or a credential helper (which names the user), with trusted realms', () => {
-    const file = parseConfig(withAuth({ username: 'AWS', passwordFile: '/run/secrets/ecr', realms: ['https://gitlab.example.com'] }), NO_ENV);
+    const file = parseConfig(withAuth({ username: 'AWS', passwordFile: '/run/secrets/ecr', realms: ['https://GitLab.example.com:443'] }), NO_ENV);
     expect(file.upstreams['docker.io']?.credentials).toEqual({ username: 'AWS', passwordFile: '/run/secrets/ecr', realms: ['https://gitlab.example.com'] });
     const helper = parseConfig(withAuth({ helper: 'ecr-login', helperTtl: '1h' }), NO_ENV);
     expect(helper.upstreams['docker.io']?.credentials).toEqual({ username: '', helper: 'ecr-login', helperTtlMs: 3_600_000 });
