@@ -69,8 +69,12 @@ export interface UpstreamFile {
   readonly aliases: readonly string[];
   readonly library: boolean;
   readonly auth?: {
-    readonly username: string;
-    readonly passwordEnv: string;
+    readonly username?: string;
+    readonly passwordEnv?: string;
+    readonly passwordFile?: string;
+    readonly helper?: string;
+    readonly helperTtl: string;
+    readonly realms: readonly string[];
   };
   readonly repositories?: {
     readonly allow: readonly string[];

@@ -151,10 +151,26 @@ function resolveOrigin(at: Problems, text: string, path: string): string {
   return '';
 }
 
+/** Exactly one of passwordEnv, passwordFile, helper; a user name unless the helper gives one. */
 function resolveAuth(at: Problems, auth: NonNullable<UpstreamFile['auth']>, path: string): UpstreamCredentials {
-  const password = at.env[auth.passwordEnv] ?? '';
-  if (password === '') at.report(`${path}.passwordEnv`, `environment variable ${auth.passwordEnv} is not set or empty`);
-  return { username: auth.username, password };
+  const sources = (['passwordEnv', 'passwordFile', 'helper'] as const).filter((key) => auth[key] !== undefined);
+  if (sources.length !== 1) {
+    const found = sources.length === 0 ? 'none' : sources.join(' and ');
+    at.report(path, `expected exactly one of passwordEnv, passwordFile or helper, got ${found}`);
+  }
+  // Compared with a realm URL's origin: `https://GitLab.example.com:443` is `https://gitlab.example.com`.
+  const realms = auth.realms.map((realm) => (URL.canParse(realm) ? new URL(realm).origin : realm));
+  const common = { username: auth.username ?? '', ...(realms.length === 0 ? {} : { realms }) };
+  if (auth.helper !== undefined) {
+    const helperTtlMs = toMs(at, auth.helperTtl, `${path}.helperTtl`, 1);
+    return { ...common, helper: auth.helper, helperTtlMs };
+  }
+  if (auth.passwordFile !== undefined) {
+    return { ...common, passwordFile: auth.passwordFile };
+  }
+  const password = auth.passwordEnv === undefined ? '' : (at.env[auth.passwordEnv] ?? '');
+  if (auth.passwordEnv !== undefined && password === '') at.report(`${path}.passwordEnv`, `environment variable ${auth.passwordEnv} is not set or empty`);
+  return { ...common, password };
 }
 
 /** An alias must mean one upstream: it may not repeat another upstream's key or alias. */

@@ -89,6 +89,7 @@ function describeError(schema: SchemaNode, error: ErrorObject, path: string): Co
       }
       return { path: joinPath(path, key), message: `unknown key (allowed: ${Object.keys(node.properties ?? {}).join(', ')})` };
     case 'required':
+    case 'dependentRequired':
       return { path: joinPath(path, key), message: `missing; expected ${describeType(resolve(schema, node.properties?.[key]))}` };
     case 'propertyNames': {
       const names = resolve(schema, node.propertyNames);

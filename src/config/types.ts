@@ -41,10 +41,20 @@ export type ClientAuthConfig = Omit<ClientAuthFile, 'tokensEnv' | 'metricsTokenE
 /** Repository patterns of one upstream (see oci/repository-pattern.ts); deny wins. */
 export type RepositoryRules = NonNullable<UpstreamFile['repositories']>;
 
-export type UpstreamCredentials = Omit<NonNullable<UpstreamFile['auth']>, 'passwordEnv'> & {
-  /** Read from the environment variable `passwordEnv` names. */
-  readonly password: string;
-};
+/**
+ * Where an upstream's credentials come from (`auth`): `password` (from `passwordEnv`,
+ * read at start-up), `passwordFile` (re-read when it changes) or `helper` (a Docker
+ * credential helper, which also names the user; `username` is then empty).
+ */
+export interface UpstreamCredentials {
+  readonly username: string;
+  readonly password?: string;
+  readonly passwordFile?: string;
+  readonly helper?: string;
+  readonly helperTtlMs?: number;
+  /** Token realm origins trusted with the credentials beyond the upstream's registrable domain. */
+  readonly realms?: readonly string[];
+}
 
 type PolicyFile = ConfigFile['upstreamDefaults'];
 

@@ -6,11 +6,13 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../oci/errors.js';
 import { createAuthenticator, createTokenCache } from './auth.js';
+import { createCredentialSource } from './credentials.js';
 import { discard } from './body.js';
 import { createBreaker, type Breaker, type Reachability } from './breaker.js';
 import { isServerFailure, isUpstreamFailure, networkError, statusError } from './failure.js';
 import { followRedirects } from './redirect.js';
 import { guardSpeed } from './speed-guard.js';
+import type { Resolve } from './local-address.js';
 import { createTransport, type Hop } from './transport.js';
 
 export { isUpstreamFailure, UpstreamError, type FailureReason } from './failure.js';
@@ -64,6 +66,8 @@ export interface UpstreamDeps {
   readonly log: Logger;
   readonly now?: () => number;
   readonly dispatcher?: Dispatcher;
+  /** DNS for the connect-time lookup (tests inject one); node:dns by default. */
+  readonly resolve?: Resolve;
 }
 
 /** A Retry-After longer than this is not waited out: the client gets it instead. */
@@ -97,15 +101,17 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
   const base = new URL(config.url);
   const transport = createTransport(config, deps);
   const { connectMs, headersMs, bodyMs } = config.timeouts;
+  const credentials = config.credentials && createCredentialSource(config.credentials, { host: base.host, now });
   const tokens = createTokenCache({
     upstreamUrl: base,
-    credentials: config.credentials,
+    credentials,
+    trustedRealms: config.credentials?.realms,
     send: (url, headers, signal) => transport.send('GET', url, headers, signal, 'TOKEN'),
     deadlineMs: connectMs + headersMs + bodyMs,
     now,
     log,
   });
-  const auth = createAuthenticator({ tokens, credentials: config.credentials });
+  const auth = createAuthenticator({ tokens, origin: base.origin, credentials });
   const breaker = breakerFor(config, deps.metrics, log, now);
 
   async function request(req: UpstreamRequest): Promise<UpstreamResponse> {
@@ -147,22 +153,22 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
     }
   }
 
-  /** One authenticated exchange: send, and on a 401 answer the challenge and send once more. */
-  async function exchange(req: UpstreamRequest): Promise<Hop> {
-    const url = urlFor(base, req);
-    const scope = `repository:${req.repository}:pull`;
-    const headers = requestHeaders(req);
+  /** One exchange: redirects followed, each hop authenticated for its own origin. */
+  function exchange(req: UpstreamRequest): Promise<Hop> {
+    return followRedirects(urlFor(base, req), requestHeaders(req), (url, headers) => sendAuthenticated(req, url, headers));
+  }
+
+  /** One hop: sent with what its origin asked for before; a 401 is answered once from its own challenge. */
+  async function sendAuthenticated(req: UpstreamRequest, url: URL, headers: Readonly<Record<string, string>>): Promise<Hop> {
     const send = (authorization: string | undefined) =>
-      followRedirects(url, withAuthorization(headers, authorization), (hopUrl, hopHeaders) =>
-        transport.send(req.method, hopUrl, hopHeaders, req.signal),
-      );
-    const sent = auth.authorizationFor(scope);
+      transport.send(req.method, url, withAuthorization(headers, authorization), req.signal);
+    const sent = await auth.authorizationFor(url, req.repository);
     const first = await send(sent);
     if (first.status !== 401) return first;
+    const answer = await auth.answer(url, req.repository, first.headers['www-authenticate'], sent);
+    if (answer === undefined) return first;
     discard(first.body);
-    const answer = await auth.answer(first.headers['www-authenticate'], scope, sent);
-    if (answer === undefined) throw statusError(401, req.notFound);
-    log.debug({ scheme: answer.split(' ', 1)[0] }, 'authenticate upstream request');
+    log.debug({ origin: url.origin, scheme: answer.split(' ', 1)[0] }, 'authenticate upstream request');
     return send(answer);
   }
 
@@ -218,7 +224,7 @@ function hasRange(req: UpstreamRequest): boolean {
   return Object.keys(req.headers ?? {}).some((name) => name.toLowerCase() === 'range');
 }
 
-function withAuthorization(headers: Record<string, string>, authorization: string | undefined): Record<string, string> {
+function withAuthorization(headers: Readonly<Record<string, string>>, authorization: string | undefined): Readonly<Record<string, string>> {
   return authorization === undefined ? headers : { ...headers, authorization };
 }
 

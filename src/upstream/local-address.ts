@@ -56,21 +56,50 @@ export class LocalAddressError extends Error {
 
 type Callback = (err: NodeJS.ErrnoException | null, address: string | LookupAddress[], family?: number) => void;
 
+/** A resolver with node:dns `lookup`'s shape, asked for every address of a name (tests inject one). */
+export type Resolve = (
+  hostname: string,
+  options: LookupOptions & { all: true },
+  callback: (err: NodeJS.ErrnoException | null, addresses: LookupAddress[]) => void,
+) => void;
+
 /**
  * A `lookup` for net.connect that drops local addresses for every host but `ownHost`
  * (the upstream's configured host may be local; what it redirects to may not). A name
- * left with no address fails with LocalAddressError. Literal IPs never reach a lookup:
- * the transport checks those itself.
+ * left with no address fails with LocalAddressError. The check runs on the very answer
+ * the socket dials, so a name that resolves elsewhere when asked again (DNS rebinding to
+ * 169.254.169.254) cannot pass a check and then reach what it was checked against.
+ * Literal IPs never reach a lookup: the transport checks those itself.
  */
-export function lookupWithoutLocal(ownHost: string): LookupFunction {
+export function lookupWithoutLocal(ownHost: string, resolve: Resolve = dnsLookup): LookupFunction {
   const own = ownHost.toLowerCase();
   return (hostname: string, options: LookupOptions, callback: Callback) => {
-    dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
+    resolve(hostname, { ...options, all: true }, (err, addresses) => {
       if (err) return callback(err, []);
       const usable = hostname.toLowerCase() === own ? addresses : addresses.filter((a) => !isLocalAddress(a.address));
       if (usable.length === 0) return callback(new LocalAddressError(hostname), []);
       if (options.all) return callback(null, usable);
       const first = usable[0] as LookupAddress;
+      callback(null, first.address, first.family);
+    });
+  };
+}
+
+/**
+ * The Agent's connect-time lookup: local addresses dropped for every host but the
+ * upstream's own, unless the upstream may send the mirror there (`allowLocal`); then
+ * undefined (net's own lookup) unless a resolver is injected.
+ */
+export function connectLookup(ownHost: string, options: { readonly allowLocal: boolean; readonly resolve?: Resolve | undefined }): LookupFunction | undefined {
+  if (!options.allowLocal) return lookupWithoutLocal(ownHost, options.resolve);
+  const { resolve } = options;
+  if (resolve === undefined) return undefined;
+  return (hostname: string, lookupOptions: LookupOptions, callback: Callback) => {
+    resolve(hostname, { ...lookupOptions, all: true }, (err, addresses) => {
+      if (err) return callback(err, []);
+      if (lookupOptions.all) return callback(null, addresses);
+      const first = addresses[0];
+      if (first === undefined) return callback(Object.assign(new Error(`no address for ${hostname}`), { code: 'ENOTFOUND' }), []);
       callback(null, first.address, first.family);
     });
   };

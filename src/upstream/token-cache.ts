@@ -1,13 +1,13 @@
 /**
  * Bearer tokens of one upstream (distribution `docs/content/spec/auth/token.md`),
- * cached per (realm, service, scope) until a little before `expires_in` (60 s when
- * omitted). Concurrent requests for one key share one fetch; a failed fetch is not
- * cached.
+ * cached per (realm, service, scope) until a little before `issued_at` + `expires_in`
+ * (60 s when omitted). Concurrent requests for one key share one fetch; a failed fetch
+ * is not cached.
  */
-import { isIP } from 'node:net';
 import { LRUCache } from 'lru-cache';
-import type { UpstreamCredentials } from '../config/types.js';
+import { getDomain } from 'tldts';
 import type { Logger } from '../log.js';
+import type { CredentialSource, Credentials } from './credentials.js';
 import { createSingleFlight } from '../single-flight.js';
 import { discard, readCapped } from './body.js';
 import { networkError, UpstreamError } from './failure.js';
@@ -34,7 +34,9 @@ export type SendToken = (url: URL, headers: Readonly<Record<string, string>>, si
 
 export interface TokenCacheOptions {
   readonly upstreamUrl: URL;
-  readonly credentials?: UpstreamCredentials | undefined;
+  readonly credentials?: CredentialSource | undefined;
+  /** Realm origins trusted with the credentials besides the upstream's registrable domain (`auth.realms`). */
+  readonly trustedRealms?: readonly string[] | undefined;
   /** Sends one GET round trip (redirects are followed here). */
   readonly send: SendToken;
   /** Longest a whole token fetch (connect, headers, body) may take. */
@@ -47,6 +49,7 @@ const DEFAULT_EXPIRES_IN_S = 60; // token.md: "defaults to 60 seconds"
 const EARLY_REFRESH_MAX_MS = 10_000;
 const MAX_TOKEN_RESPONSE_BYTES = 1024 * 1024;
 const MAX_CACHED_TOKENS = 1024;
+const MAX_WARNED_REALMS = 64;
 /** A token goes into a header: visible ASCII only. */
 const TOKEN_SYNTAX = /^[\x21-\x7e]+$/;
 
@@ -61,6 +64,14 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
   // recently used goes. ttlResolution 0: ask `now` on every lookup, no cached reading.
   const cached = new LRUCache<string, string>({ max: MAX_CACHED_TOKENS, ttlResolution: 0, perf: { now } });
   const fetches = createSingleFlight<string>();
+  // Realm origins warned about; the upstream names them, so the set is bounded.
+  const warned = new LRUCache<string, true>({ max: MAX_WARNED_REALMS });
+  const warnOnce = (origin: string): boolean => {
+    if (warned.has(origin)) return false;
+    warned.set(origin, true);
+    return true;
+  };
+  const context: FetchContext = { ...options, warnOnce };
 
   function findToken(key: TokenKey): string | undefined {
     return cached.get(keyOf(key));
@@ -71,7 +82,7 @@ export function createTokenCache(options: TokenCacheOptions): TokenCache {
     if (token !== undefined) return Promise.resolve(token);
     const id = keyOf(key);
     const { promise } = fetches.run(id, async () => {
-      const fetched = await fetchToken(key, options);
+      const fetched = await fetchToken(key, context);
       const ttlMs = fetched.expiresAt - now();
       if (ttlMs > 0) cached.set(id, fetched.token, { ttl: ttlMs });
       return fetched.token;
@@ -91,27 +102,56 @@ function keyOf(key: TokenKey): string {
   return JSON.stringify([key.realm, key.service ?? '', key.scope]);
 }
 
-/** GET realm?service=…&scope=…&scope=…, with Basic credentials only inside the trust boundary. */
-async function fetchToken(key: TokenKey, options: TokenCacheOptions): Promise<Cached> {
+interface FetchContext extends TokenCacheOptions {
+  /** True the first time an origin is named (one warning per untrusted realm). */
+  warnOnce(origin: string): boolean;
+}
+
+/**
+ * GET realm?service=…&scope=…&scope=…, with Basic credentials only inside the trust
+ * boundary. A refusal of the credentials marks them stale and is tried once more with
+ * what the source gives next (a rotated file, a re-run helper).
+ */
+async function fetchToken(key: TokenKey, context: FetchContext): Promise<Cached> {
   const realm = realmUrl(key.realm);
   const url = new URL(realm);
   if (key.service) url.searchParams.append('service', key.service);
   for (const scope of key.scope.split(' ')) if (scope) url.searchParams.append('scope', scope);
-  const headers: Record<string, string> = { accept: 'application/json' };
-  const { credentials, log } = options;
-  if (credentials && isInTrustBoundary(realm, options.upstreamUrl)) {
-    headers['authorization'] = basicAuthorization(credentials);
-  } else if (credentials) {
-    log.warn({ realm: realm.host }, 'token realm outside upstream trust boundary; fetching anonymously');
+  const trusted = context.credentials !== undefined && isInTrustBoundary(realm, context.upstreamUrl, context.trustedRealms);
+  if (context.credentials !== undefined && !trusted && context.warnOnce(realm.origin)) {
+    const message = 'token realm outside upstream trust boundary; fetching anonymously (list it in auth.realms to send credentials)';
+    context.log.warn({ realm: realm.origin }, message);
   }
-  const startedAt = options.now();
-  const signal = AbortSignal.timeout(options.deadlineMs);
-  const body = await requestTokenBody(url, headers, signal, options.send);
+  const source = trusted ? context.credentials : undefined;
+  const first = await source?.get();
+  try {
+    return await fetchWith(url, key, first, context);
+  } catch (err) {
+    if (source === undefined || first === undefined || !isRefusal(err)) throw err;
+    source.refused(first);
+    const next = await source.get();
+    if (next.password === first.password && next.username === first.username) throw err;
+    return fetchWith(url, key, next, context);
+  }
+}
+
+async function fetchWith(url: URL, key: TokenKey, credentials: Credentials | undefined, context: FetchContext): Promise<Cached> {
+  const headers: Record<string, string> = { accept: 'application/json' };
+  if (credentials !== undefined) headers['authorization'] = basicAuthorization(credentials);
+  const startedAt = context.now();
+  const signal = AbortSignal.timeout(context.deadlineMs);
+  const body = await requestTokenBody(url, headers, signal, context.send);
   const parsed = parseTokenResponse(body);
-  log.debug({ realm: realm.host, scope: key.scope, expiresInS: parsed.expiresInS }, 'fetched token');
+  context.log.debug({ realm: url.host, scope: key.scope, expiresInS: parsed.expiresInS }, 'fetched token');
+  // token.md: issued_at is when the token was issued; a clock ahead of ours is not trusted.
+  const issuedAt = Math.min(startedAt, parsed.issuedAtMs ?? startedAt);
   const lifetimeMs = parsed.expiresInS * 1000;
   const earlyMs = Math.min(EARLY_REFRESH_MAX_MS, lifetimeMs / 2);
-  return { token: parsed.token, expiresAt: startedAt + lifetimeMs - earlyMs };
+  return { token: parsed.token, expiresAt: issuedAt + lifetimeMs - earlyMs };
+}
+
+function isRefusal(err: unknown): boolean {
+  return err instanceof UpstreamError && err.reason === 'refused';
 }
 
 async function requestTokenBody(
@@ -145,8 +185,8 @@ function tokenStatusError(status: number): UpstreamError {
   return new UpstreamError('UNAVAILABLE', `upstream token endpoint answered ${status}`, reason);
 }
 
-/** `token`, else `access_token` (OAuth2 compatibility); `expires_in` in seconds. */
-function parseTokenResponse(body: Buffer): { token: string; expiresInS: number } {
+/** `token`, else `access_token` (OAuth2 compatibility); `expires_in` in seconds; `issued_at` RFC 3339. */
+function parseTokenResponse(body: Buffer): { token: string; expiresInS: number; issuedAtMs?: number | undefined } {
   let parsed: unknown;
   try {
     parsed = JSON.parse(body.toString('utf8'));
@@ -160,7 +200,8 @@ function parseTokenResponse(body: Buffer): { token: string; expiresInS: number }
   if (token === undefined || !TOKEN_SYNTAX.test(token)) throw garbage('response has no usable token');
   const expiresIn = record['expires_in'];
   const valid = typeof expiresIn === 'number' && Number.isFinite(expiresIn) && expiresIn > 0;
-  return { token, expiresInS: valid ? expiresIn : DEFAULT_EXPIRES_IN_S };
+  const issuedAt = typeof record['issued_at'] === 'string' ? Date.parse(record['issued_at']) : Number.NaN;
+  return { token, expiresInS: valid ? expiresIn : DEFAULT_EXPIRES_IN_S, issuedAtMs: Number.isNaN(issuedAt) ? undefined : issuedAt };
 }
 
 function nonEmptyString(value: unknown): string | undefined {
@@ -187,20 +228,22 @@ function realmUrl(realm: string): URL {
   return url;
 }
 
-export function basicAuthorization(credentials: UpstreamCredentials): string {
+export function basicAuthorization(credentials: Credentials): string {
   const pair = `${credentials.username}:${credentials.password}`;
   return `Basic ${Buffer.from(pair, 'utf8').toString('base64')}`;
 }
 
 /**
- * Whether credentials may go to `realm`: the upstream's own host, or the same
- * registrable domain (auth.docker.io for registry-1.docker.io), as distribution v3.1
- * binds bearer realms (commit f215e513d). The registrable domain is approximated as the
- * last two labels, three under a two-level public suffix such as `co.uk`; IP addresses
- * and single-label names (localhost) must match exactly. Never from https down to http.
+ * Whether an upstream's credentials may go to `realm`: same scheme and port (another
+ * port of a host is another origin), and the same registrable domain by the Public
+ * Suffix List (auth.docker.io for registry-1.docker.io, gitlab.com for
+ * registry.gitlab.com), as distribution v3.1 binds bearer realms (commit f215e513d);
+ * or a realm origin the operator listed in `auth.realms`. IP addresses and single-label
+ * names must match exactly.
  */
-export function isInTrustBoundary(realm: URL, upstream: URL): boolean {
-  if (upstream.protocol === 'https:' && realm.protocol !== 'https:') return false;
+export function isInTrustBoundary(realm: URL, upstream: URL, trustedRealms: readonly string[] = []): boolean {
+  if (trustedRealms.includes(realm.origin)) return true;
+  if (realm.protocol !== upstream.protocol || realm.port !== upstream.port) return false;
   const realmHost = normaliseHost(realm.hostname);
   const upstreamHost = normaliseHost(upstream.hostname);
   if (realmHost === upstreamHost) return true;
@@ -212,14 +255,16 @@ function normaliseHost(hostname: string): string {
   return hostname.toLowerCase().replace(/\.$/, '').replace(/^\[(.*)\]$/, '$1');
 }
 
-/** Second-level labels under which ccTLDs hand out names (co.uk, com.au, ne.jp…). */
-const SECOND_LEVEL_SUFFIXES: ReadonlySet<string> = new Set(['co', 'com', 'net', 'org', 'gov', 'edu', 'ac', 'ne', 'or', 'go']);
+/**
+ * Registry services that give each tenant a name under their own domain, where the
+ * Public Suffix List does not (yet) list that domain: `myreg.azurecr.io` and
+ * `attacker.azurecr.io` are different customers, as are `<region>-docker.pkg.dev` hosts
+ * serving different projects.
+ */
+const TENANT_SUFFIXES: readonly string[] = ['azurecr.io', 'azurecr.cn', 'azurecr.us', 'pkg.dev'];
 
 function registrableDomain(host: string): string | undefined {
-  if (isIP(host) !== 0) return undefined;
-  const labels = host.split('.');
-  const tld = labels[labels.length - 1] ?? '';
-  const second = labels[labels.length - 2] ?? '';
-  const count = tld.length === 2 && SECOND_LEVEL_SUFFIXES.has(second) ? 3 : 2;
-  return labels.length >= count ? labels.slice(-count).join('.') : undefined;
+  const tenant = TENANT_SUFFIXES.find((suffix) => host.endsWith(`.${suffix}`));
+  if (tenant !== undefined) return host.slice(0, -tenant.length - 1).split('.').pop() + `.${tenant}`;
+  return getDomain(host, { allowPrivateDomains: true }) ?? undefined;
 }

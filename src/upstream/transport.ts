@@ -3,12 +3,13 @@
  * the per-upstream undici Agent, timeouts, and the metrics every round trip records.
  * No auth, redirects or retries here; see client.ts.
  */
+import type { LookupFunction } from 'node:net';
 import { Agent, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config/types.js';
 import { statusClass, type Metrics } from '../metrics.js';
 import { VERSION } from '../version.js';
 import { UpstreamError } from './failure.js';
-import { isLocalHost, lookupWithoutLocal } from './local-address.js';
+import { connectLookup, isLocalHost, type Resolve } from './local-address.js';
 
 export type Body = Dispatcher.ResponseData['body'];
 
@@ -38,13 +39,13 @@ export const USER_AGENT = `oci-mirror/${VERSION}`;
 
 export function createTransport(
   config: UpstreamConfig,
-  deps: { readonly metrics: Metrics; readonly dispatcher?: Dispatcher | undefined },
+  deps: { readonly metrics: Metrics; readonly dispatcher?: Dispatcher | undefined; readonly resolve?: Resolve | undefined },
 ): Transport {
   const { timeouts } = config;
   const ownHost = new URL(config.url).hostname;
   const allowLocal = config.allowLocalRedirects ?? isLocalHost(ownHost);
   // One keep-alive Agent per upstream; an injected dispatcher (tests) is not ours to close.
-  const dispatcher: Dispatcher = deps.dispatcher ?? createAgent(config, allowLocal ? undefined : ownHost);
+  const dispatcher: Dispatcher = deps.dispatcher ?? createAgent(config, connectLookup(ownHost, { allowLocal, resolve: deps.resolve }));
   const owned = deps.dispatcher ? undefined : dispatcher;
   const labels = (method: string, status: number) => ({
     upstream: config.name,
@@ -94,11 +95,11 @@ export function createTransport(
   };
 }
 
-/** `guardedHost`: dial local addresses only for this host (the upstream's own). */
-function createAgent(config: UpstreamConfig, guardedHost: string | undefined): Agent {
+/** `lookup` checks the address each connection dials (see connectLookup). */
+function createAgent(config: UpstreamConfig, lookup: LookupFunction | undefined): Agent {
   return new Agent({
     connections: config.maxConnections,
-    connect: { timeout: config.timeouts.connectMs, ...(guardedHost === undefined ? {} : { lookup: lookupWithoutLocal(guardedHost) }) },
+    connect: { timeout: config.timeouts.connectMs, ...(lookup === undefined ? {} : { lookup }) },
     headersTimeout: config.timeouts.headersMs,
     bodyTimeout: config.timeouts.bodyMs,
   });

@@ -23,7 +23,8 @@ describe('token-authenticated upstream', () => {
     await pushImage(registry.url, 'acme/other-synth', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'other', size: 1024 }] }));
     proxy = await startCountingProxy(registry.url, { tokenAuth: true, tokenCredentials: { username: 'mirror', password: 's3cret' } });
     mirror = await startMirror(
-      { upstreams: { 'docker.io': { url: proxy.url, library: true, auth: { username: 'mirror', passwordEnv: 'TEST_UPSTREAM_PASSWORD' } } } },
+      // The token server listens on another port: another origin, trusted only when listed.
+      { upstreams: { 'docker.io': { url: proxy.url, library: true, auth: { username: 'mirror', passwordEnv: 'TEST_UPSTREAM_PASSWORD', realms: [proxy.realmOrigin] } } } },
       { env: { TEST_UPSTREAM_PASSWORD: 's3cret' } },
     );
   });

@@ -57,8 +57,8 @@ describe('client authentication', () => {
     mirror = await startMirror(
       {
         upstreams: {
-          'a.test': { url: proxyA.url, auth: { username: 'mirror-a', passwordEnv: 'UPSTREAM_A' } },
-          'b.test': { url: proxyB.url, auth: { username: 'mirror-b', passwordEnv: 'UPSTREAM_B' } },
+          'a.test': { url: proxyA.url, auth: { username: 'mirror-a', passwordEnv: 'UPSTREAM_A', realms: [proxyA.realmOrigin] } },
+          'b.test': { url: proxyB.url, auth: { username: 'mirror-b', passwordEnv: 'UPSTREAM_B', realms: [proxyB.realmOrigin] } },
         },
         clientAuth: { htpasswdFile: join(dir, 'htpasswd'), tokensEnv: 'CLIENT_TOKENS', metricsTokenEnv: 'METRICS_TOKEN' },
       },
@@ -180,7 +180,7 @@ describe('client authentication', () => {
   it('warns at start-up when an upstream has credentials and clients are anonymous, and not otherwise', async () => {
     const lines: Record<string, unknown>[] = [];
     const open = await startMirror(
-      { upstreams: { 'a.test': { url: proxyA.url, auth: { username: 'mirror-a', passwordEnv: 'UPSTREAM_A' } }, 'pub.test': { url: upstream.url } } },
+      { upstreams: { 'a.test': { url: proxyA.url, auth: { username: 'mirror-a', passwordEnv: 'UPSTREAM_A', realms: [proxyA.realmOrigin] } }, 'pub.test': { url: upstream.url } } },
       { env: { UPSTREAM_A: UPSTREAM_A_PASSWORD }, log: createLogger('info', logSink(lines)) },
     );
     await open.stop();

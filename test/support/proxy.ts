@@ -21,6 +21,8 @@ export interface Recorded {
 
 export interface CountingProxy {
   readonly url: string;
+  /** With tokenAuth: the token server's origin (another port, so another origin). */
+  readonly realmOrigin?: string | undefined;
   readonly requests: readonly Recorded[];
   count(filter: { method?: string; kind?: RequestKind; pathIncludes?: string }): number;
   reset(): void;
@@ -90,6 +92,7 @@ export async function startCountingProxy(targetUrl: string, options: ProxyOption
   );
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    realmOrigin: realm && new URL(realm).origin,
     get requests() {
       return requests;
     },

@@ -274,9 +274,25 @@ describe('parseConfig credentials', () => {
   });
 
   it('requires username and a valid variable name', () => {
-    expect(problemsOf(withAuth({ passwordEnv: 'not a name' }))).toEqual([
-      'upstreams["docker.io"].auth.username: missing; expected a non-empty string',
+    expect(problemsOf(withAuth({ passwordEnv: 'not a name' })).sort()).toEqual([
       'upstreams["docker.io"].auth.passwordEnv: expected an environment variable name like "DOCKERHUB_TOKEN", got "not a name"',
+      'upstreams["docker.io"].auth.username: missing; expected a non-empty string',
+    ]);
+  });
+
+  it('takes passwordFile or a credential helper (which names the user), with trusted realms', () => {
+    const file = parseConfig(withAuth({ username: 'AWS', passwordFile: '/run/secrets/ecr', realms: ['https://GitLab.example.com:443'] }), NO_ENV);
+    expect(file.upstreams['docker.io']?.credentials).toEqual({ username: 'AWS', passwordFile: '/run/secrets/ecr', realms: ['https://gitlab.example.com'] });
+    const helper = parseConfig(withAuth({ helper: 'ecr-login', helperTtl: '1h' }), NO_ENV);
+    expect(helper.upstreams['docker.io']?.credentials).toEqual({ username: '', helper: 'ecr-login', helperTtlMs: 3_600_000 });
+  });
+
+  it('wants exactly one of passwordEnv, passwordFile or helper', () => {
+    expect(problemsOf(withAuth({ username: 'me', passwordEnv: 'T', passwordFile: '/p' }), { T: 'x' })).toEqual([
+      'upstreams["docker.io"].auth: expected exactly one of passwordEnv, passwordFile or helper, got passwordEnv and passwordFile',
+    ]);
+    expect(problemsOf(withAuth({ username: 'me' }))).toEqual([
+      'upstreams["docker.io"].auth: expected exactly one of passwordEnv, passwordFile or helper, got none',
     ]);
   });
 });

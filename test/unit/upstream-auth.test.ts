@@ -1,8 +1,12 @@
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from 'node:http';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { Writable } from 'node:stream';
+import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { UpstreamConfig, UpstreamCredentials } from '../../src/config/types.js';
-import { createSilentLogger } from '../../src/log.js';
+import { createLogger, createSilentLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
 import {
   createTokenCache,
@@ -10,6 +14,7 @@ import {
   parseWwwAuthenticate,
   type TokenCache,
 } from '../../src/upstream/auth.js';
+import { createCredentialSource } from '../../src/upstream/credentials.js';
 import { isUpstreamFailure } from '../../src/upstream/failure.js';
 import { createTransport, type Transport } from '../../src/upstream/transport.js';
 
@@ -82,7 +87,8 @@ function tokenCache(
   cleanups.push(() => transport.close());
   const tokens = createTokenCache({
     upstreamUrl: new URL(upstreamUrl),
-    credentials,
+    credentials: credentials && createCredentialSource(credentials, { host: 'upstream.test', now: () => clock.t }),
+    trustedRealms: credentials?.realms,
     send: (url, headers, signal) => transport.send('GET', url, headers, signal, 'TOKEN'),
     deadlineMs: 500,
     now: () => clock.t,
@@ -148,17 +154,32 @@ describe('parseWwwAuthenticate', () => {
 });
 
 describe('isInTrustBoundary', () => {
-  const boundary = (realm: string, upstream: string) => isInTrustBoundary(new URL(realm), new URL(upstream));
+  const boundary = (realm: string, upstream: string, realms?: string[]) =>
+    isInTrustBoundary(new URL(realm), new URL(upstream), realms);
 
-  it('trusts the same host, on any port', () => {
-    expect(boundary('https://registry.example.com:5001/token', 'https://registry.example.com')).toBe(true);
-    expect(boundary('http://127.0.0.1:9000/token', 'http://127.0.0.1:5000')).toBe(true);
+  it('trusts the same origin', () => {
+    expect(boundary('https://registry.example.com/token', 'https://registry.example.com')).toBe(true);
+    expect(boundary('http://127.0.0.1:5000/token', 'http://127.0.0.1:5000')).toBe(true);
   });
 
-  it('trusts the same registrable domain', () => {
+  it('does not trust another port of the same host: another origin', () => {
+    expect(boundary('https://registry.example.com:5001/token', 'https://registry.example.com')).toBe(false);
+    expect(boundary('http://127.0.0.1:9000/token', 'http://127.0.0.1:5000')).toBe(false);
+  });
+
+  it('trusts the same registrable domain by the Public Suffix List', () => {
     expect(boundary('https://auth.docker.io/token', 'https://registry-1.docker.io')).toBe(true);
+    expect(boundary('https://gitlab.com/jwt/auth', 'https://registry.gitlab.com')).toBe(true);
     expect(boundary('https://ghcr.io/token', 'https://ghcr.io')).toBe(true);
     expect(boundary('https://auth.example.co.uk/token', 'https://registry.example.co.uk')).toBe(true);
+  });
+
+  it('does not trust another tenant under a shared suffix', () => {
+    expect(boundary('https://attacker.azurecr.io/oauth2/token', 'https://myreg.azurecr.io')).toBe(false);
+    expect(boundary('https://myreg.azurecr.io/oauth2/token', 'https://myreg.azurecr.io')).toBe(true);
+    expect(boundary('https://europe-docker.pkg.dev/v2/token', 'https://us-docker.pkg.dev')).toBe(false);
+    expect(boundary('https://attacker.s3.amazonaws.com/token', 'https://mine.s3.amazonaws.com')).toBe(false);
+    expect(boundary('https://attacker.github.io/token', 'https://mine.github.io')).toBe(false);
   });
 
   it('does not trust other domains', () => {
@@ -168,14 +189,21 @@ describe('isInTrustBoundary', () => {
   });
 
   it('matches IP addresses and single-label names exactly', () => {
-    expect(boundary('http://localhost:9000/token', 'http://127.0.0.1:5000')).toBe(false);
+    expect(boundary('http://localhost:5000/token', 'http://127.0.0.1:5000')).toBe(false);
     expect(boundary('http://127.0.0.2/token', 'http://127.0.0.1')).toBe(false);
     expect(boundary('http://10.0.0.1/token', 'http://10.1.0.1')).toBe(false);
-    expect(boundary('http://[::1]:9000/token', 'http://[::1]:5000')).toBe(true);
+    expect(boundary('http://[::1]:5000/token', 'http://[::1]:5000')).toBe(true);
   });
 
   it('never sends credentials from https down to http', () => {
     expect(boundary('http://auth.docker.io/token', 'https://registry-1.docker.io')).toBe(false);
+  });
+
+  it('trusts a realm origin listed in auth.realms, and only that origin', () => {
+    const realms = ['https://gitlab.example.com'];
+    expect(boundary('https://gitlab.example.com/jwt/auth', 'https://registry.example.net', realms)).toBe(true);
+    expect(boundary('https://gitlab.example.com:8443/jwt/auth', 'https://registry.example.net', realms)).toBe(false);
+    expect(boundary('http://gitlab.example.com/jwt/auth', 'https://registry.example.net', realms)).toBe(false);
   });
 });
 
@@ -261,11 +289,81 @@ describe('token cache', () => {
     await expect(tokens.getToken(key)).resolves.toBe('t2');
   });
 
-  it('sends credentials to a realm on the upstream host', async () => {
+  it('sends credentials to a realm on the upstream origin', async () => {
     const realm = await serve(json({ token: 'tok' }));
-    const { tokens } = tokenCache('http://127.0.0.1:5000', { t: 0 }, credentials);
+    const { tokens } = tokenCache(realm.origin, { t: 0 }, credentials);
     await tokens.getToken({ realm: `${realm.origin}/token`, scope: 's' });
     expect(realm.seen[0]?.headers.authorization).toBe(basic);
+  });
+
+  it('warns once per untrusted realm, naming its origin and never the credentials', async () => {
+    const realm = await serve(json({ token: 'tok' }));
+    const lines: string[] = [];
+    const transport = createTransport(config('http://127.0.0.1:5000'), { metrics: createMetrics({ processMetrics: false }) });
+    cleanups.push(() => transport.close());
+    const sink = new Writable({
+      write(chunk: Buffer, _enc, done) {
+        lines.push(chunk.toString());
+        done();
+      },
+    });
+    const tokens = createTokenCache({
+      upstreamUrl: new URL('http://127.0.0.1:5000'),
+      credentials: createCredentialSource(credentials, { host: '127.0.0.1:5000', now: () => 0 }),
+      send: (url, headers, signal) => transport.send('GET', url, headers, signal, 'TOKEN'),
+      deadlineMs: 500,
+      now: () => 0,
+      log: createLogger('debug', sink),
+    });
+    for (const scope of ['a', 'b', 'c']) await tokens.getToken({ realm: `${realm.origin}/token`, scope });
+    const warnings = lines.filter((line) => line.includes('outside upstream trust boundary'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0]).toContain(realm.origin);
+    expect(lines.join('')).not.toContain('secret');
+  });
+
+  it('sends credentials to a realm on another port only when auth.realms lists it', async () => {
+    const realm = await serve(json({ token: 'tok' }));
+    const other = tokenCache('http://127.0.0.1:5000', { t: 0 }, credentials).tokens;
+    await other.getToken({ realm: `${realm.origin}/token`, scope: 's' });
+    expect(realm.seen[0]?.headers.authorization).toBeUndefined();
+    const listed = tokenCache('http://127.0.0.1:5000', { t: 0 }, { ...credentials, realms: [realm.origin] }).tokens;
+    await listed.getToken({ realm: `${realm.origin}/token`, scope: 's' });
+    expect(realm.seen[1]?.headers.authorization).toBe(basic);
+  });
+
+  it('counts expires_in from issued_at when the issuer says it issued the token earlier', async () => {
+    const start = 1_000_000_000;
+    const issuedAt = new Date(start - 200_000).toISOString();
+    const realm = await serve(json({ token: 'tok', expires_in: 300, issued_at: issuedAt }));
+    const clock = { t: start };
+    const { tokens } = tokenCache('http://127.0.0.1:1', clock);
+    const key = { realm: `${realm.origin}/token`, scope: 's' };
+    await tokens.getToken(key);
+    clock.t = start + 80_000;
+    expect(tokens.findToken(key)).toBe('tok');
+    clock.t = start + 95_000; // 295 s after issued_at: inside the early-refresh margin
+    expect(tokens.findToken(key)).toBeUndefined();
+  });
+
+  it('re-reads a rotated password file once when the realm refuses the credentials', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-pw-'));
+    cleanups.push(() => rm(dir, { recursive: true, force: true }));
+    const file = join(dir, 'password');
+    await writeFile(file, 'old\n');
+    const realm = await serve((req, res) => {
+      const ok = req.headers.authorization === `Basic ${Buffer.from('user:new').toString('base64')}`;
+      json(ok ? { token: 'tok' } : 'no', ok ? 200 : 401)(req, res);
+    });
+    const { tokens } = tokenCache(realm.origin, { t: 0 }, { username: 'user', passwordFile: file });
+    await expect(tokens.getToken({ realm: `${realm.origin}/token`, scope: 'a' })).rejects.toMatchObject({ code: 'DENIED' });
+    expect(realm.seen).toHaveLength(1); // unchanged file: not re-sent
+    await writeFile(file, 'new\n');
+    await expect(tokens.getToken({ realm: `${realm.origin}/token`, scope: 'b' })).resolves.toBe('tok');
+    expect(realm.seen.map((s) => s.headers.authorization)).toEqual([
+      `Basic ${Buffer.from('user:old').toString('base64')}`,
+      `Basic ${Buffer.from('user:new').toString('base64')}`,
+    ]);
   });
 
   it('fetches anonymously from a realm outside the trust boundary', async () => {

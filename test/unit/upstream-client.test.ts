@@ -206,11 +206,11 @@ describe('upstream auth', () => {
     expect(tokens.seen).toHaveLength(1);
   });
 
-  it('sends credentials to an in-boundary realm and not to another host', async () => {
-    const credentials = { username: 'user', password: 'pw' };
+  it('sends credentials to a realm in the trust boundary (here: listed in auth.realms) and not to another host', async () => {
     const basic = `Basic ${Buffer.from('user:pw').toString('base64')}`;
     const inside = await serve(tokenServer());
     const outside = await serve(tokenServer(), 'localhost');
+    const credentials = { username: 'user', password: 'pw', realms: [inside.origin] };
     for (const realm of [inside, outside]) {
       const registry = await serve(bearerRegistry(`${realm.origin}/token`, 'tok'));
       const { upstream } = upstreamFor(registry.origin, { credentials });
@@ -380,5 +380,55 @@ describe('upstream breaker', () => {
     setTimeout(() => controller.abort(), 20);
     await failure(pending);
     expect(upstream.isDown()).toBe(false);
+  });
+});
+
+describe('auth per hop', () => {
+  /** Wants `Bearer <token>` and challenges with its own realm and `scope`; `then` answers the rest. */
+  function challenging(realm: string, token: string, scope: string, then: Handler): Handler {
+    return (req, res) => {
+      if (req.headers.authorization === `Bearer ${token}`) return then(req, res);
+      reply(401, { 'www-authenticate': `Bearer realm="${realm}",service="hop.test",scope="${scope}"` })(req, res);
+    };
+  }
+  /** S3-style signed storage: one auth mechanism only. */
+  const storage: Handler = (req, res) => (req.headers.authorization ? reply(400, {}, 'two auth mechanisms') : reply(200, {}, 'blob'))(req, res);
+
+  it('answers the challenge of the host a redirect leads to, for that host only, then storage gets no Authorization', async () => {
+    const store = await serve(storage, '127.0.0.3');
+    const backing = await serve((req, res) => {
+      if (req.url?.startsWith('/v2/token')) return tokenServer({ token: 'ar-token' })(req, res);
+      const then = req.url?.includes('/blobs/') ? reply(302, { location: `${store.origin}/signed?sig=1` }) : reply(200, {}, 'manifest');
+      challenging(`${backing.origin}/v2/token`, 'ar-token', 'repository:images/pause:pull', then)(req, res);
+    }, '127.0.0.2');
+    const front = await serve((req, res) => reply(307, { location: `${backing.origin}${req.url?.replace('/v2/', '/v2/images/')}` })(req, res));
+    const { upstream } = upstreamFor(front.origin);
+    expect(await fetchText(upstream, manifest({ repository: 'pause' }))).toBe('manifest');
+    expect(await fetchText(upstream, manifest({ repository: 'pause', path: 'blobs/sha256:00', notFound: 'BLOB_UNKNOWN' }))).toBe('blob');
+    expect(front.seen.map((s) => s.headers.authorization)).toEqual([undefined, undefined]);
+    const backingRequests = backing.seen.filter((s) => !s.url.startsWith('/v2/token'));
+    // One 401 for the cold origin, then its token at once, also for the blob.
+    expect(backingRequests.map((s) => s.headers.authorization)).toEqual([undefined, 'Bearer ar-token', 'Bearer ar-token']);
+    expect(backing.seen.filter((s) => s.url.startsWith('/v2/token'))).toHaveLength(1);
+    expect(store.seen.map((s) => s.headers.authorization)).toEqual([undefined]);
+  });
+
+  it('remembers a challenge scope that is not a repository scope for the whole origin (ECR Public scope="aws")', async () => {
+    const tokens = await serve(tokenServer({ token: 'aws-token' }));
+    const registry = await serve(challenging(`${tokens.origin}/token/`, 'aws-token', 'aws', reply(200, {}, 'ok')));
+    const { upstream } = upstreamFor(registry.origin);
+    expect(await fetchText(upstream, manifest({ repository: 'docker/library/busybox' }))).toBe('ok');
+    expect(await fetchText(upstream, manifest({ repository: 'nginx/nginx' }))).toBe('ok');
+    expect(registry.seen.map((s) => s.headers.authorization)).toEqual([undefined, 'Bearer aws-token', 'Bearer aws-token']);
+    expect(new URL(tokens.seen[0]?.url ?? '', 'http://x').searchParams.getAll('scope')).toEqual(['aws']);
+    expect(tokens.seen).toHaveLength(1);
+  });
+
+  it('never answers a Basic challenge from a host a redirect leads to with the upstream credentials', async () => {
+    const other = await serve(reply(401, { 'www-authenticate': 'Basic realm="other"' }), '127.0.0.2');
+    const registry = await serve(reply(307, { location: `${other.origin}/elsewhere` }));
+    const { upstream } = upstreamFor(registry.origin, { credentials: { username: 'user', password: 'pw' } });
+    await expect(upstream.request(manifest())).rejects.toMatchObject({ code: 'DENIED' });
+    expect(other.seen.map((s) => s.headers.authorization)).toEqual([undefined]);
   });
 });
