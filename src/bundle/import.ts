@@ -15,11 +15,10 @@
  * A flipped byte, a cut tar or a lying index.json leaves the store as it was, and the
  * error names the offending entry or image.
  */
-import { createHash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import type { Config } from '../config/types.js';
 import { formatBytes } from '../config/units.js';
-import type { Digest } from '../oci/digest.js';
+import { createDigester, type Digest } from '../oci/digest.js';
 import { DigestMismatchError } from '../store/blobs.js';
 import type { CacheIndex } from '../store/cache-index.js';
 import type { Records } from '../store/records.js';
@@ -115,13 +114,13 @@ async function takeBlob(deps: ImportDeps, budget: Budget, entry: TarEntry, diges
 }
 
 async function matchDigest(body: AsyncIterable<Buffer>, digest: Digest, sizeBytes: number): Promise<void> {
-  const hash = createHash('sha256');
+  const hash = createDigester();
   let read = 0;
   for await (const chunk of body) {
     hash.update(chunk);
     read += chunk.length;
   }
-  const actual = `sha256:${hash.digest('hex')}`;
+  const actual = hash.digest();
   if (actual !== digest || read !== sizeBytes) throw new DigestMismatchError(digest, actual);
 }
 

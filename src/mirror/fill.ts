@@ -30,10 +30,9 @@
  * The fill keeps one read handle, shared by its readers through positional reads. It is
  * closed when the fill has settled, has been released by its owner, and has no readers.
  */
-import { createHash, type Hash } from 'node:crypto';
 import type { Readable } from 'node:stream';
 import { open, type FileHandle } from 'node:fs/promises';
-import type { Digest } from '../oci/digest.js';
+import { createDigester, type Digest, type Digester } from '../oci/digest.js';
 import { closeBody } from './context.js';
 import type { TempFile } from '../store/blobs.js';
 import type { Store } from '../store/store.js';
@@ -83,7 +82,7 @@ export class Fill extends SourceBase {
   readonly remote = false;
   #state: FillState = 'fetching';
   #written = 0;
-  #hash: Hash = createHash('sha256');
+  #hash: Digester = createDigester();
   /** Where bytes go; undefined once relaying. */
   #spool: TempFile | undefined;
   /** Bytes durably in the spool file; the rest (relaying) come from `#relay`. */
@@ -166,7 +165,7 @@ export class Fill extends SourceBase {
         closeBody(body);
         ({ body, skipBytes } = await this.#resume(cut));
       }
-      const actual = `sha256:${this.#hash.digest('hex')}`;
+      const actual = this.#hash.digest();
       if (actual !== this.digest) {
         throw new FillError(`upstream sent ${actual} for ${this.digest}`, 'digest');
       }
@@ -232,7 +231,7 @@ export class Fill extends SourceBase {
 
   /** Spool and hash from the first byte again; readers (all at 0) wait for the new bytes. */
   async #restart(): Promise<void> {
-    this.#hash = createHash('sha256');
+    this.#hash = createDigester();
     this.#written = 0;
     this.#spoolEnd = 0;
     this.#relay = undefined;

@@ -3,10 +3,9 @@
  * only by rename from a temp file whose sha256 and size were checked (an existing target
  * means success: same digest, same bytes), and the directory is fsync'd after.
  */
-import { createHash } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, stat, statfs, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import type { Digest } from '../oci/digest.js';
+import { createDigester, digestOf, type Digest } from '../oci/digest.js';
 import { ifMissing } from './fs-errors.js';
 import type { StoreLayout } from './layout.js';
 import type { TempArea, TempFile } from './temp-area.js';
@@ -56,10 +55,6 @@ export interface Blobs {
   remove(digest: Digest): Promise<void>;
   /** Bytes an unprivileged process may still write on the store's file system. */
   freeBytes(): Promise<number>;
-}
-
-export function sha256Digest(body: Buffer): string {
-  return `sha256:${createHash('sha256').update(body).digest('hex')}`;
 }
 
 export function createBlobs(layout: StoreLayout, temp: TempArea): Blobs {
@@ -117,21 +112,21 @@ export function createBlobs(layout: StoreLayout, temp: TempArea): Blobs {
     commitTemp,
     discardTemp,
     async putVerified(digest, body) {
-      const actual = sha256Digest(body);
+      const actual = digestOf(body);
       if (actual !== digest) throw new DigestMismatchError(digest, actual);
       await commitVia((file) => file.handle.writeFile(body), digest);
     },
     async stage(digest, body, sizeBytes) {
       const file = await temp.createFile();
       try {
-        const hash = createHash('sha256');
+        const hash = createDigester();
         let written = 0;
         for await (const chunk of body) {
           hash.update(chunk);
           await file.handle.write(chunk);
           written += chunk.length;
         }
-        const actual = `sha256:${hash.digest('hex')}`;
+        const actual = hash.digest();
         if (written !== sizeBytes || actual !== digest) throw new DigestMismatchError(digest, actual);
         await file.handle.sync();
         await file.handle.close();
