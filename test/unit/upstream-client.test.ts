@@ -91,6 +91,8 @@ function upstreamFor(url: string, overrides: Partial<UpstreamConfig> = {}): Harn
     downForMs: 30_000,
     maxConnections: 16,
     minBytesPerSecond: 1,
+    urls: [],
+    throttleMs: 60_000,
     ...overrides,
   };
   const metrics = createMetrics({ processMetrics: false });
@@ -120,6 +122,10 @@ async function failure(promise: Promise<unknown>): Promise<Record<string, unknow
   );
   expect(err).toBeInstanceOf(Error);
   return err as Record<string, unknown>;
+}
+
+async function metricValue(metric: Metrics['upstreamThrottled'] | Metrics['upstreamThrottledRefusals']): Promise<number | undefined> {
+  return (await metric.get()).values.find((v) => v.labels['upstream'] === 'test')?.value;
 }
 
 async function gauge(metric: Metrics['upstreamDown']): Promise<number | undefined> {
@@ -313,16 +319,20 @@ describe('upstream retries', () => {
     expect(registry.seen).toHaveLength(2);
   });
 
-  it('waits out a short Retry-After on 429', async () => {
-    let calls = 0;
-    const registry = await serve((req, res) =>
-      (++calls === 1 ? reply(429, { 'retry-after': '1' }) : reply(200, {}, 'ok'))(req, res),
-    );
-    const { upstream } = upstreamFor(registry.origin, { retries: 1 });
-    const started = Date.now();
-    expect(await fetchText(upstream)).toBe('ok');
-    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
-    expect(registry.seen).toHaveLength(2);
+  it('never retries a 429, and refuses further requests without asking until Retry-After', async () => {
+    const registry = await serve(reply(429, { 'retry-after': '1' }));
+    const { upstream, metrics, clock } = upstreamFor(registry.origin, { retries: 3 });
+    const err = await failure(upstream.request(manifest()));
+    expect(err).toMatchObject({ code: 'TOOMANYREQUESTS', statusCode: 429, headers: { 'retry-after': '1' } });
+    expect(registry.seen).toHaveLength(1);
+    expect(upstream.isThrottled()).toBe(true);
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS', statusCode: 429 });
+    expect(registry.seen).toHaveLength(1);
+    expect(await metricValue(metrics.upstreamThrottledRefusals)).toBe(1);
+    expect(await metricValue(metrics.upstreamThrottled)).toBe(1);
+    clock.t += 1_000;
+    expect(upstream.isThrottled()).toBe(false);
+    expect(await metricValue(metrics.upstreamThrottled)).toBe(0);
   });
 
   it('fails at once on a long Retry-After, passing it on', async () => {
