@@ -391,3 +391,95 @@ describe('upstream breaker', () => {
     expect(upstream.isDown()).toBe(false);
   });
 });
+
+/** Resolves once `read()` returns `want`, polling; the test's own timeout bounds it. */
+async function until<T>(read: () => Promise<T> | T, want: T): Promise<void> {
+  while ((await read()) !== want) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+async function endpointDown(metrics: Metrics, url: string): Promise<number | undefined> {
+  return (await metrics.upstreamEndpointDown.get()).values.find((v) => v.labels['url'] === url)?.value;
+}
+
+async function freedPort(): Promise<number> {
+  const probe = await serve(reply(200));
+  await cleanups.pop()?.();
+  return probe.port;
+}
+
+describe('upstream breaker opens on the upstream, not on one object', () => {
+  it('keeps the upstream up when one blob answers 500: other paths still fetch', async () => {
+    const registry = await serve((req, res) =>
+      (req.url?.endsWith('/blobs/sha256:bad') ? reply(500, {}, 'boom') : reply(200, {}, 'ok'))(req, res),
+    );
+    const { upstream, metrics } = upstreamFor(registry.origin, { retries: 1 });
+    const bad = manifest({ path: 'blobs/sha256:bad', notFound: 'BLOB_UNKNOWN' });
+    for (let i = 0; i < 3; i++) expect(await failure(upstream.request(bad))).toMatchObject({ code: 'UNAVAILABLE', reason: 'server' });
+    expect(registry.seen.filter((s) => s.url.endsWith('sha256:bad'))).toHaveLength(6);
+    expect(upstream.isDown()).toBe(false);
+    expect(await gauge(metrics.upstreamDown)).not.toBe(1);
+    expect(await fetchText(upstream, manifest({ path: 'blobs/sha256:good', notFound: 'BLOB_UNKNOWN' }))).toBe('ok');
+  });
+
+  it('closes by itself once the upstream is back: a background GET /v2/ and no client request', async () => {
+    const port = await freedPort();
+    const { upstream, metrics } = upstreamFor(`http://127.0.0.1:${port}`, { retries: 0, downForMs: 50 });
+    await failure(upstream.request(manifest()));
+    expect(await gauge(metrics.upstreamDown)).toBe(1);
+    const registry = await serve(reply(401, { 'www-authenticate': 'Bearer realm="http://127.0.0.1:1/token"' }), '127.0.0.1', port);
+    await until(() => gauge(metrics.upstreamDown), 0);
+    expect(upstream.isDown()).toBe(false);
+    expect(registry.seen.map((s) => `${s.method} ${s.url}`)).toEqual(['GET /v2/']);
+  });
+});
+
+describe('upstream urls', () => {
+  it('tries the next URL when the first refuses connections, each with its own breaker', async () => {
+    const deadPort = await freedPort();
+    const dead = `http://127.0.0.1:${deadPort}`;
+    const registry = await serve(reply(200, {}, 'from second'));
+    const { upstream, metrics } = upstreamFor(dead, { urls: [registry.origin], retries: 0 });
+    expect(await fetchText(upstream)).toBe('from second');
+    expect(await endpointDown(metrics, dead)).toBe(1);
+    expect(await gauge(metrics.upstreamDown)).toBe(0);
+    expect(upstream.isDown()).toBe(false);
+    // The open breaker of the first URL sends the next request straight to the second.
+    expect(await fetchText(upstream)).toBe('from second');
+    expect(registry.seen).toHaveLength(2);
+    expect(await endpointDown(metrics, registry.origin)).toBeUndefined();
+  });
+
+  it('returns the answer of a reachable URL, a 404 too, without trying the next', async () => {
+    const first = await serve(reply(404));
+    const second = await serve(reply(200, {}, 'never'));
+    const { upstream } = upstreamFor(first.origin, { urls: [second.origin] });
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'MANIFEST_UNKNOWN', statusCode: 404 });
+    expect(second.seen).toHaveLength(0);
+  });
+});
+
+describe('upstream rate limits', () => {
+  it('stays away for the w= window of ratelimit-remaining, probing once per throttle interval', async () => {
+    let limited = true;
+    const registry = await serve((req, res) =>
+      (limited ? reply(429, { 'ratelimit-remaining': '0;w=21600' }) : reply(200, { 'ratelimit-remaining': '99;w=21600' }, 'ok'))(req, res),
+    );
+    const { upstream, metrics, clock } = upstreamFor(registry.origin, { throttleMs: 60_000 });
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS', headers: { 'retry-after': '21600' } });
+    clock.t += 59_000;
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS', headers: { 'retry-after': '1' } });
+    expect(registry.seen).toHaveLength(1);
+    clock.t += 1_000;
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS' }); // the probe: still limited
+    expect(registry.seen).toHaveLength(2);
+    limited = false;
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS' });
+    expect(registry.seen).toHaveLength(2);
+    clock.t += 60_000;
+    expect(await fetchText(upstream)).toBe('ok');
+    expect(upstream.isThrottled()).toBe(false);
+    expect(await fetchText(upstream)).toBe('ok');
+    expect(registry.seen).toHaveLength(4);
+    expect(await metricValue(metrics.upstreamThrottledRefusals)).toBe(2);
+  });
+});
