@@ -11,7 +11,7 @@ import { createBreaker, type Breaker, type Reachability } from './breaker.js';
 import { isServerFailure, isUpstreamFailure, networkError, statusError } from './failure.js';
 import { followRedirects } from './redirect.js';
 import { guardSpeed } from './speed-guard.js';
-import { createThrottle, parseRetryAfterMs, throttleHintMs, type Throttle } from './throttle.js';
+import { createThrottle, parseRetryAfterMs, throttleHint, type Throttle } from './throttle.js';
 import { createTransport, type Hop, type Transport } from './transport.js';
 
 export { isUpstreamFailure, UpstreamError, type FailureReason } from './failure.js';
@@ -194,10 +194,10 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
   /** A 429 is never retried: it throttles the whole upstream, and the client hears when to come back. */
   function rateLimited(req: UpstreamRequest, hop: Hop): Attempt {
     discard(hop.body);
-    const forMs = throttleHintMs(hop.headers, now()) ?? config.throttleMs;
-    throttle.limited(forMs);
-    log.warn({ throttleMs: forMs, path: req.path }, 'upstream rate limited');
-    return { error: statusError(429, req.notFound, forMs), retryable: false };
+    const hint = throttleHint(hop.headers, now()) ?? { forMs: config.throttleMs, exact: false };
+    const waitMs = throttle.limited(hint);
+    log.warn({ throttleMs: hint.forMs, path: req.path }, 'upstream rate limited');
+    return { error: statusError(429, req.notFound, waitMs), retryable: false };
   }
 
   /** One authenticated exchange: send, and on a 401 answer the challenge and send once more. */

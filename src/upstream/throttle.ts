@@ -3,8 +3,9 @@
  * never retried (each retry would spend the quota the mirror exists to save; harbor#19257,
  * zot#3129, distribution#4050). Until `Retry-After`, else `ratelimit-reset`, else the
  * window of `ratelimit-remaining: 0;w=21600`, else `throttleMs`, requests are refused
- * here without calling the upstream (the mirror serves what it has cached), except one
- * probe per `throttleMs` that finds out whether the quota came back early.
+ * here without calling the upstream (the mirror serves what it has cached), except, when
+ * the upstream did not say exactly when to come back, one probe per `throttleMs` that
+ * finds out whether the quota came back early.
  *
  *   open --429--> throttled --until passed, or a probe answers other than 429--> open
  */
@@ -13,8 +14,11 @@ import { UpstreamError } from './failure.js';
 export interface Throttle {
   /** Throws TOOMANYREQUESTS while throttled; returns true when this request is the probe. */
   enter(): boolean;
-  /** After an upstream 429: throttle for this long (from the response's hints). */
-  limited(forMs: number): void;
+  /**
+   * After an upstream 429: throttle for `hint.forMs`. Answers how long a client should
+   * wait: until the next probe, or the whole time when the hint is exact.
+   */
+  limited(hint: ThrottleHint): number;
   /** After any other answer from the upstream. */
   answered(probe: boolean): void;
   /** After the request that `enter` let through, whatever happened: frees the probe slot. */
@@ -63,13 +67,14 @@ export function createThrottle(options: ThrottleOptions): Throttle {
     });
   }
 
-  function limited(forMs: number): void {
+  function limited(hint: ThrottleHint): number {
     const t = now();
     const was = until !== undefined;
-    until = t + Math.max(forMs, 1000);
-    nextProbeAt = t + Math.min(throttleMs, forMs);
+    until = t + Math.max(hint.forMs, 1000);
+    nextProbeAt = hint.exact ? until : t + Math.min(throttleMs, hint.forMs);
     probing = false;
     if (!was) options.onChange(true);
+    return nextProbeAt - t;
   }
 
   /** Only the probe's answer ends the throttle early: a request sent before the 429 proves nothing. */
@@ -90,18 +95,25 @@ export function createThrottle(options: ThrottleOptions): Throttle {
   };
 }
 
+/** How long a 429 asks the mirror to stay away; `exact` when the upstream said when to come back. */
+export interface ThrottleHint {
+  readonly forMs: number;
+  readonly exact: boolean;
+}
+
 /**
- * How long a 429 asks the mirror to stay away: `Retry-After` (RFC 9110 §10.2.3), else
- * `ratelimit-reset` (seconds, draft-ietf-httpapi-ratelimit-headers), else the `w=` window
- * of `ratelimit-remaining`/`ratelimit-limit` (Docker Hub), else undefined.
+ * `Retry-After` (RFC 9110 §10.2.3) or `ratelimit-reset` (seconds,
+ * draft-ietf-httpapi-ratelimit-headers) are exact: nothing is asked before then. The `w=`
+ * window of `ratelimit-remaining`/`ratelimit-limit` (Docker Hub) is only the longest the
+ * quota can take to come back, so probes go on meanwhile. Undefined when none is given.
  */
-export function throttleHintMs(headers: Readonly<Record<string, string>>, nowMs: number): number | undefined {
+export function throttleHint(headers: Readonly<Record<string, string>>, nowMs: number): ThrottleHint | undefined {
   const retryAfter = parseRetryAfterMs(headers['retry-after'], nowMs);
-  if (retryAfter !== undefined) return retryAfter;
+  if (retryAfter !== undefined) return { forMs: retryAfter, exact: true };
   const reset = headers['ratelimit-reset']?.trim();
-  if (reset !== undefined && /^\d+$/.test(reset)) return Number(reset) * 1000;
+  if (reset !== undefined && /^\d+$/.test(reset)) return { forMs: Number(reset) * 1000, exact: true };
   const window = /;\s*w=(\d+)/.exec(headers['ratelimit-remaining'] ?? headers['ratelimit-limit'] ?? '')?.[1];
-  return window === undefined ? undefined : Number(window) * 1000;
+  return window === undefined ? undefined : { forMs: Number(window) * 1000, exact: false };
 }
 
 export function parseRetryAfterMs(value: string | undefined, nowMs: number): number | undefined {

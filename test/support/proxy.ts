@@ -27,6 +27,12 @@ export interface ProxyOptions {
   readonly tokenAuth?: boolean;
   /** With tokenAuth: the token realm requires these Basic credentials. */
   readonly tokenCredentials?: { readonly username: string; readonly password: string };
+  /**
+   * Emulate Docker Hub's pull quota: `limit` manifest GETs (HEAD and blobs are free), then
+   * 429 TOOMANYREQUESTS without Retry-After; manifest answers carry `ratelimit-limit` and
+   * `ratelimit-remaining` with a `w=` window.
+   */
+  readonly quota?: { readonly limit: number; readonly windowS: number };
 }
 
 /**
@@ -36,6 +42,7 @@ export interface ProxyOptions {
 export async function startCountingProxy(targetUrl: string, options: ProxyOptions = {}): Promise<CountingProxy> {
   const target = new URL(targetUrl);
   let requests: Recorded[] = [];
+  let pulls = 0;
   const tokens = new Map<string, Set<string>>();
   const record = (req: IncomingMessage, kind: RequestKind): Recorded => {
     const entry: Recorded = { method: req.method ?? '', path: req.url ?? '', kind, headers: { ...req.headers }, status: 0, bytes: 0 };
@@ -52,6 +59,15 @@ export async function startCountingProxy(targetUrl: string, options: ProxyOption
     createServer((req, res) => {
       const entry = record(req, classify(req.url ?? ''));
       if (realm && !authorized(req, tokens)) return challenge(res, entry, realm, req.url ?? '');
+      const quota = options.quota;
+      if (quota && entry.kind === 'manifest') {
+        const counted = entry.method === 'GET';
+        if (counted && pulls >= quota.limit) return rateLimited(res, entry, quota);
+        if (counted) pulls++;
+        const remaining = Math.max(0, quota.limit - pulls);
+        res.setHeader('ratelimit-limit', `${quota.limit};w=${quota.windowS}`);
+        res.setHeader('ratelimit-remaining', `${remaining};w=${quota.windowS}`);
+      }
       forward(req, res, target, entry);
     }),
   );
@@ -98,6 +114,16 @@ function forward(req: IncomingMessage, res: ServerResponse, target: URL, entry: 
     else res.destroy();
   });
   pipeline(req, upstream).catch(() => upstream.destroy());
+}
+
+function rateLimited(res: ServerResponse, entry: Recorded, quota: NonNullable<ProxyOptions['quota']>): void {
+  entry.status = 429;
+  res.writeHead(429, {
+    'content-type': 'application/json',
+    'ratelimit-limit': `${quota.limit};w=${quota.windowS}`,
+    'ratelimit-remaining': `0;w=${quota.windowS}`,
+  });
+  res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}');
 }
 
 function classify(url: string): RequestKind {
