@@ -1,4 +1,3 @@
-import type { Readable } from 'node:stream';
 import type { Digest } from '../oci/digest.js';
 import type { Route } from '../oci/path.js';
 import type { Reference } from '../oci/reference.js';
@@ -6,18 +5,14 @@ import type { RangeSpec } from '../oci/range.js';
 import type { RequestKind } from '../metrics.js';
 import { createBlobs, type BlobHead, type BlobResult } from './blobs.js';
 import type { MirrorDeps } from './context.js';
-import { createListCache } from './lists.js';
+import { createListCache, type ListResult } from './lists.js';
 import { createManifests, type ManifestResult } from './manifests.js';
 
 export type { BlobHead, BlobResult } from './blobs.js';
 export type { ManifestResult } from './manifests.js';
 export type { MirrorDeps } from './context.js';
 
-export interface PassThroughResult {
-  readonly status: number;
-  readonly headers: Readonly<Record<string, string>>;
-  readonly body: Readable;
-}
+export type { ListResult as PassThroughResult } from './lists.js';
 
 /** The policy that combines store and upstreams. Returns values; the HTTP layer speaks HTTP. */
 export interface Mirror {
@@ -25,7 +20,7 @@ export interface Mirror {
   getBlob(route: Route, digest: Digest, range: RangeSpec | undefined): Promise<BlobResult>;
   headBlob(route: Route, digest: Digest): Promise<BlobHead>;
   /** tags/list and referrers, cached under the tag freshness policy (lists.ts). */
-  passThrough(route: Route, kind: 'tags' | 'referrers', path: string, query: string | undefined): Promise<PassThroughResult>;
+  passThrough(route: Route, kind: 'tags' | 'referrers', path: string, query: string | undefined): Promise<ListResult>;
   readonly fillsInFlight: number;
   drain(): Promise<void>;
 }
