@@ -17,6 +17,8 @@ export interface TestPki {
   readonly keyFile: string;
   /** A directory holding only `ca.crt` (skopeo `--src-cert-dir`, podman `--cert-dir`). */
   readonly certDir: string;
+  /** Makes a client certificate (extendedKeyUsage clientAuth) the same CA signed, for mTLS. */
+  createClientCertificate(): Promise<{ readonly certFile: string; readonly keyFile: string }>;
   dispose(): Promise<void>;
 }
 
@@ -46,6 +48,14 @@ export async function createTestPki(): Promise<TestPki> {
     certFile: file('server.crt'),
     keyFile: file('server.key'),
     certDir,
+    async createClientCertificate() {
+      await writeFile(file('client.ext'), ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature', 'extendedKeyUsage=clientAuth', ''].join('\n'));
+      await openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-subj', '/CN=oci-mirror test client', '-keyout', file('client.key'), '-out', file('client.csr'));
+      await openssl('x509', '-req', '-in', file('client.csr'), '-CA', file('ca.crt'), '-CAkey', file('ca.key'), '-CAcreateserial',
+        '-days', '2', '-extfile', file('client.ext'), '-out', file('client.crt'));
+      return { certFile: file('client.crt'), keyFile: file('client.key') };
+    },
     dispose: () => rm(dir, { recursive: true, force: true }),
   };
 }
