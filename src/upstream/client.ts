@@ -5,14 +5,13 @@ import type { UpstreamConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../oci/errors.js';
-import { createAuthenticator, createTokenCache, type Authenticator } from './auth.js';
 import { discard } from './body.js';
-import { createBreaker, type Breaker, type Reachability } from './breaker.js';
+import { createEndpoints, reachabilityOf, type Endpoint } from './endpoints.js';
 import { isServerFailure, isUpstreamFailure, networkError, statusError } from './failure.js';
 import { followRedirects } from './redirect.js';
 import { guardSpeed } from './speed-guard.js';
 import { createThrottle, parseRetryAfterMs, throttleHint, type Throttle } from './throttle.js';
-import { createTransport, type Hop, type Transport } from './transport.js';
+import { createTransport, type Hop } from './transport.js';
 
 export { isUpstreamFailure, UpstreamError, type FailureReason } from './failure.js';
 export { parseRetryAfterMs } from './throttle.js';
@@ -92,35 +91,13 @@ type Attempt =
   | { readonly hop: Hop }
   | { readonly error: RegistryError; readonly retryable: boolean; readonly retryAfterMs?: number | undefined };
 
-/** One URL of an upstream (`url`, then each of `urls`), with its own breaker and token cache. */
-interface Endpoint {
-  readonly base: URL;
-  readonly breaker: Breaker;
-  readonly auth: Authenticator;
-}
-
 export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upstream {
   const now = deps.now ?? Date.now;
   const log = deps.log.child({ upstream: config.name });
   const transport = createTransport(config, deps);
   if (config.tls?.insecureSkipVerify) log.warn('TLS certificates of this upstream are not verified (tls.insecureSkipVerify)');
-  const endpoints = [config.url, ...config.urls].map((url) => endpointFor(new URL(url)));
+  const endpoints = createEndpoints(config, { transport, metrics: deps.metrics, log, now });
   const throttle = throttleFor(config, deps.metrics, log, now);
-
-  function endpointFor(base: URL): Endpoint {
-    const { connectMs, headersMs, bodyMs } = config.timeouts;
-    const tokens = createTokenCache({
-      upstreamUrl: base,
-      credentials: config.credentials,
-      send: (url, headers, signal) => transport.send('GET', url, headers, signal, 'TOKEN'),
-      deadlineMs: connectMs + headersMs + bodyMs,
-      now,
-      log,
-    });
-    const auth = createAuthenticator({ tokens, credentials: config.credentials });
-    const probe = () => probeEndpoint(transport, base, connectMs + headersMs);
-    return { base, auth, breaker: breakerFor(config, base, () => endpoints, { metrics: deps.metrics, log, now, probe }) };
-  }
 
   async function request(req: UpstreamRequest): Promise<UpstreamResponse> {
     const probe = throttle.enter();
@@ -233,42 +210,6 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
   };
 }
 
-interface BreakerDeps {
-  readonly metrics: Metrics;
-  readonly log: Logger;
-  readonly now: () => number;
-  readonly probe: () => Promise<Reachability>;
-}
-
-/**
- * The breaker of one endpoint, reported per URL and as the upstream's down gauge (1 when
- * every endpoint is down), with a warning on each change. One request's worth of failed
- * attempts (`retries + 1`) in a row opens it.
- */
-function breakerFor(config: UpstreamConfig, base: URL, all: () => readonly Endpoint[], deps: BreakerDeps): Breaker {
-  const { metrics, now } = deps;
-  const log = deps.log.child({ url: base.origin });
-  const report = () => metrics.upstreamDown.set({ upstream: config.name }, all().every((e) => e.breaker.isOpen()) ? 1 : 0);
-  const labels = { upstream: config.name, url: base.origin };
-  return createBreaker({
-    name: config.name,
-    downForMs: config.downForMs,
-    failuresToOpen: config.retries + 1,
-    now,
-    probe: deps.probe,
-    onOpen: () => {
-      metrics.upstreamEndpointDown.set(labels, 1);
-      report();
-      log.warn({ downForMs: config.downForMs }, 'upstream down');
-    },
-    onClose: () => {
-      metrics.upstreamEndpointDown.set(labels, 0);
-      metrics.upstreamDown.set({ upstream: config.name }, 0);
-      log.warn('upstream up');
-    },
-  });
-}
-
 function throttleFor(config: UpstreamConfig, metrics: Metrics, log: Logger, now: () => number): Throttle {
   const labels = { upstream: config.name };
   return createThrottle({
@@ -281,24 +222,6 @@ function throttleFor(config: UpstreamConfig, metrics: Metrics, log: Logger, now:
     },
     onRefused: () => metrics.upstreamThrottledRefusals.inc(labels),
   });
-}
-
-/** `GET /v2/` (distribution spec, "determining support"): any HTTP answer, a 401 too, proves the endpoint reachable. */
-async function probeEndpoint(transport: Transport, base: URL, deadlineMs: number): Promise<Reachability> {
-  try {
-    const hop = await transport.send('GET', new URL('/v2/', base), {}, AbortSignal.timeout(deadlineMs), 'PROBE');
-    discard(hop.body);
-    return 'reachable';
-  } catch {
-    // Any failure to get an answer (refused, DNS, TLS, timeout) is exactly what the probe asks about.
-    return 'unreachable';
-  }
-}
-
-function reachabilityOf(err: unknown, signal: AbortSignal | undefined): Reachability {
-  if (signal?.aborted) return 'aborted';
-  if (!isUpstreamFailure(err)) return 'reachable';
-  return err.reason === 'unreachable' || err.reason === 'tls' || err.reason === 'down' ? 'unreachable' : 'reachable';
 }
 
 function urlFor(base: URL, req: UpstreamRequest): URL {
