@@ -205,6 +205,7 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
     isThrottled: () => throttle.isThrottled(),
     close: async () => {
       for (const endpoint of endpoints) endpoint.breaker.close();
+      throttle.close();
       await transport.close();
     },
   };

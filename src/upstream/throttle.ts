@@ -24,6 +24,8 @@ export interface Throttle {
   /** After the request that `enter` let through, whatever happened: frees the probe slot. */
   release(probe: boolean): void;
   isThrottled(): boolean;
+  /** Stops the timer that ends the throttle. */
+  close(): void;
 }
 
 export interface ThrottleOptions {
@@ -40,6 +42,8 @@ export function createThrottle(options: ThrottleOptions): Throttle {
   let until: number | undefined;
   let nextProbeAt = 0;
   let probing = false;
+  // Ends the throttle on time, so its gauge returns to 0 with no traffic; unref'd.
+  let timer: NodeJS.Timeout | undefined;
 
   const isThrottled = (): boolean => {
     if (until !== undefined && now() >= until) end();
@@ -47,6 +51,8 @@ export function createThrottle(options: ThrottleOptions): Throttle {
   };
 
   function end(): void {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
     until = undefined;
     probing = false;
     options.onChange(false);
@@ -73,6 +79,9 @@ export function createThrottle(options: ThrottleOptions): Throttle {
     until = t + Math.max(hint.forMs, 1000);
     nextProbeAt = hint.exact ? until : t + Math.min(throttleMs, hint.forMs);
     probing = false;
+    if (timer !== undefined) clearTimeout(timer);
+    timer = setTimeout(isThrottled, until - t);
+    timer.unref();
     if (!was) options.onChange(true);
     return nextProbeAt - t;
   }
@@ -92,6 +101,10 @@ export function createThrottle(options: ThrottleOptions): Throttle {
       if (probe) probing = false;
     },
     isThrottled,
+    close: () => {
+      if (timer !== undefined) clearTimeout(timer);
+      timer = undefined;
+    },
   };
 }
 
