@@ -122,7 +122,7 @@ export function createMetrics(options: { readonly processMetrics?: boolean } = {
     }),
     staleServed: new Counter({
       name: 'oci_mirror_stale_served_total',
-      help: 'Tags served from cache past their freshness because the upstream failed.',
+      help: 'Tags and tag lists served from cache past their freshness because the upstream failed.',
       labelNames: ['upstream'],
       registers,
     }),
