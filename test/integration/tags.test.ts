@@ -5,6 +5,7 @@ import { buildImage, pushImage, type Pushed } from '../support/images.js';
 import { startMirror, type MirrorHandle } from '../support/mirror.js';
 import { fetchHashed } from '../support/http.js';
 import { metricValue } from '../support/metrics.js';
+import { digestOf, servedBlob, startFakeUpstream } from '../support/fake-upstream.js';
 
 /**
  * Tag policy against a real registry: revalidation costs one HEAD and no GET when the
@@ -173,6 +174,44 @@ describe('tag lists and referrers survive outages', () => {
       expect((await fetchHashed(`${offline.url}/v2/listed-synth/tags/list?n=1`)).status).toBe(404);
     } finally {
       await offline.stop();
+    }
+  });
+});
+
+/** Referrers (OCI distribution spec, "Listing Referrers") against an upstream that has the API. */
+describe('referrers are cached and served stale', () => {
+  it('serves a referrers index from the cache while fresh, and stale once the upstream is gone', async () => {
+    const upstream = await startFakeUpstream();
+    const subject = `sha256:${'a'.repeat(64)}`;
+    const index = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.index.v1+json', manifests: [] }));
+    upstream.setPath(`org/app/referrers/${subject}`, servedBlob(index, { 'content-type': 'application/vnd.oci.image.index.v1+json' }));
+    const config = (freshFor: string) => ({
+      upstreams: { 'fake.test': { url: upstream.url, freshFor } },
+      upstreamDefaults: { retries: 0, timeouts: { connect: '1s', headers: '2s', body: '2s' } },
+    });
+    const fresh = await startMirror(config('1h'));
+    const url = (mirror: MirrorHandle) => `${mirror.url}/v2/org/app/referrers/${subject}`;
+    try {
+      for (let i = 0; i < 3; i++) {
+        const res = await fetchHashed(url(fresh), { keepBody: true });
+        expect(res.status).toBe(200);
+        expect(res.headers['content-type']).toBe('application/vnd.oci.image.index.v1+json');
+        expect(String(res.body)).toBe(String(index));
+      }
+      expect(upstream.hits.filter((h) => h.path.includes('/referrers/'))).toHaveLength(1);
+      expect(await metricValue(fresh.runtime.metrics.requests, { kind: 'referrers', outcome: 'hit' })).toBe(2);
+      await upstream.stop();
+      const stale = await startMirror(config('0s'), { storeDir: fresh.storeDir });
+      try {
+        const res = await fetchHashed(url(stale), { keepBody: true });
+        expect(res.status).toBe(200);
+        expect(res.sha256).toBe(digestOf(index));
+        expect(await metricValue(stale.runtime.metrics.requests, { kind: 'referrers', outcome: 'stale' })).toBe(1);
+      } finally {
+        await stale.stop();
+      }
+    } finally {
+      await fresh.stop();
     }
   });
 });
