@@ -59,7 +59,9 @@ export function createListCache(deps: MirrorDeps): ListCache {
 
   async function ask(route: Route, req: ListRequest, cached: ListRecord | undefined, ageMs: number): Promise<ListResult> {
     const { config } = upstreamFor(deps, route);
-    const { promise, joined } = flights.run(`${route.upstream} ${route.repository} ${req.path}?${req.query ?? ''}`, () => fetchList(route, req));
+    const { promise, joined } = flights.run(`${route.upstream} ${route.repository} ${req.path}?${req.query ?? ''}`, () =>
+      fetchList(route, req),
+    );
     try {
       const record = await promise;
       return resultOf(record, joined ? 'coalesced' : cached ? 'revalidated' : 'miss');

@@ -53,7 +53,10 @@ export function createLists(store: Store): Lists {
 
 /** `tags-<hash>`: the kind readable, the path and query (of any length or alphabet) hashed. */
 export function listKey(req: Pick<ListRequest, 'kind' | 'path' | 'query'>): string {
-  const hash = createHash('sha256').update(`${req.path}?${req.query ?? ''}`).digest('hex').slice(0, 32);
+  const hash = createHash('sha256')
+    .update(`${req.path}?${req.query ?? ''}`)
+    .digest('hex')
+    .slice(0, 32);
   return `${req.kind}-${hash}`;
 }
 

@@ -68,9 +68,14 @@ export function createThrottle(options: ThrottleOptions): Throttle {
     }
     options.onRefused();
     const waitMs = Math.min(until, probing ? t + throttleMs : nextProbeAt) - t;
-    throw new UpstreamError('TOOMANYREQUESTS', `upstream ${options.name} is rate limited; not asked until its quota is back`, 'rate-limited', {
-      headers: { 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) },
-    });
+    throw new UpstreamError(
+      'TOOMANYREQUESTS',
+      `upstream ${options.name} is rate limited; not asked until its quota is back`,
+      'rate-limited',
+      {
+        headers: { 'retry-after': String(Math.max(1, Math.ceil(waitMs / 1000))) },
+      },
+    );
   }
 
   function limited(hint: ThrottleHint): number {

@@ -22,7 +22,12 @@ describe('egress proxy', () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    image = await pushImage(registry.url, 'team/proxied-synth', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'proxied', size: 16384 }] }));
+    image = await pushImage(
+      registry.url,
+      'team/proxied-synth',
+      'v1',
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'proxied', size: 16384 }] }),
+    );
     gate = await startSourceGate({ host: '127.0.0.1', port: registry.port }, PROXY_ADDRESS);
     upstreamUrl = `http://127.0.0.1:${gate.port}`;
     tinyproxy = await startTinyproxy({ connectPort: gate.port, bindAddress: PROXY_ADDRESS, username: 'egress', password: 'pr0xy-secret' });

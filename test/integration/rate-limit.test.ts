@@ -24,7 +24,14 @@ describe('rate limits: a 429 throttles the upstream, the cache keeps serving', (
   beforeAll(async () => {
     registry = await startRegistry();
     for (const tag of ['a', 'b', 'c', 'd', 'e', 'f']) {
-      images.push(await pushImage(registry.url, 'library/quota-synth', tag, buildImage({ mediaTypes: 'docker', layers: [{ seed: `quota-${tag}`, size: 4096 }] })));
+      images.push(
+        await pushImage(
+          registry.url,
+          'library/quota-synth',
+          tag,
+          buildImage({ mediaTypes: 'docker', layers: [{ seed: `quota-${tag}`, size: 4096 }] }),
+        ),
+      );
     }
     proxy = await startCountingProxy(registry.url, { quota: { limit: QUOTA, windowS: 21600 } });
     // freshFor 0s: every tag pull asks the upstream (a HEAD), so the throttle is what keeps it away.

@@ -36,7 +36,10 @@ describe('upstream TLS: private CA and client certificates', () => {
     const log = createLogger('warn', { write: (line: string) => void lines.push(line) });
     const upstream = { url: registry.url, downFor: '0s', ...(tls === undefined ? {} : { tls }) };
     const mirror = await startMirror(
-      { upstreams: { 'registry.test': upstream }, upstreamDefaults: { retries: 0, timeouts: { connect: '2s', headers: '2s', body: '2s' } } },
+      {
+        upstreams: { 'registry.test': upstream },
+        upstreamDefaults: { retries: 0, timeouts: { connect: '2s', headers: '2s', body: '2s' } },
+      },
       { log },
     );
     mirrors.push(mirror);

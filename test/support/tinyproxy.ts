@@ -45,7 +45,8 @@ export async function startTinyproxy(options: {
   );
   const child = spawn('tinyproxy', ['-d', '-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
   const lines: string[] = [];
-  for (const stream of [child.stdout, child.stderr]) stream.on('data', (chunk: Buffer) => lines.push(...chunk.toString('utf8').split('\n')));
+  for (const stream of [child.stdout, child.stderr])
+    stream.on('data', (chunk: Buffer) => lines.push(...chunk.toString('utf8').split('\n')));
   await waitForOutput(child, 'Accepting connections');
   return {
     url: `http://127.0.0.1:${port}`,
