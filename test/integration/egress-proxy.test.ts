@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { fetchHashed } from '../support/http.js';
 import { buildImage, pushImage, type Pushed } from '../support/images.js';
 import { startMirror, type MirrorHandle } from '../support/mirror.js';
+import { startCountingProxy, type CountingProxy } from '../support/proxy.js';
 import { startRegistry, type RegistryHandle } from '../support/registry.js';
 import { startSourceGate, startTinyproxy, type ForwardProxy, type SourceGate } from '../support/tinyproxy.js';
 
@@ -18,6 +19,9 @@ describe('egress proxy', () => {
   let tinyproxy: ForwardProxy;
   let image: Pushed;
   let upstreamUrl: string;
+  let tokenUpstream: CountingProxy;
+  let tokenGate: SourceGate;
+  let tokenPort: number;
   const mirrors: MirrorHandle[] = [];
 
   beforeAll(async () => {
@@ -30,12 +34,22 @@ describe('egress proxy', () => {
     );
     gate = await startSourceGate({ host: '127.0.0.1', port: registry.port }, PROXY_ADDRESS);
     upstreamUrl = `http://127.0.0.1:${gate.port}`;
-    tinyproxy = await startTinyproxy({ connectPort: gate.port, bindAddress: PROXY_ADDRESS, username: 'egress', password: 'pr0xy-secret' });
+    tokenUpstream = await startCountingProxy(registry.url, { tokenAuth: true });
+    tokenGate = await startSourceGate({ host: '127.0.0.1', port: Number(new URL(tokenUpstream.url).port) }, PROXY_ADDRESS);
+    tokenPort = Number(new URL(tokenUpstream.realm ?? '').port);
+    tinyproxy = await startTinyproxy({
+      connectPorts: [gate.port, tokenGate.port, tokenPort],
+      bindAddress: PROXY_ADDRESS,
+      username: 'egress',
+      password: 'pr0xy-secret',
+    });
   });
 
   afterAll(async () => {
     for (const mirror of mirrors) await mirror.stop();
     await tinyproxy?.stop();
+    await tokenGate?.stop();
+    await tokenUpstream?.stop();
     await gate?.stop();
     await registry?.dispose();
   });
@@ -91,5 +105,29 @@ describe('egress proxy', () => {
     const direct = await pullThrough({}, { ...env, NO_PROXY: 'localhost,127.0.0.1' });
     expect(direct.status).toBe(503);
     expect(gate.refused()).toBeGreaterThan(refused);
+  });
+
+  it('fetches tokens from the realm through the same proxy', async () => {
+    const before = tinyproxy.connects().length;
+    const mirror = await startMirror(
+      {
+        upstreams: {
+          'registry.test': {
+            url: `http://127.0.0.1:${tokenGate.port}`,
+            downFor: '0s',
+            proxy: { url: tinyproxy.url, usernameEnv: 'U', passwordEnv: 'P' },
+          },
+        },
+        upstreamDefaults: { retries: 0, timeouts: { connect: '2s', headers: '2s', body: '2s' } },
+      },
+      { env: { U: 'egress', P: 'pr0xy-secret' } },
+    );
+    mirrors.push(mirror);
+    const res = await fetchHashed(`${mirror.url}/v2/team/proxied-synth/manifests/v1`);
+    expect(res.sha256).toBe(image.topDigest);
+    expect(tokenUpstream.count({ kind: 'token' })).toBe(1);
+    expect(tinyproxy.connects().slice(before)).toEqual(
+      expect.arrayContaining([`CONNECT 127.0.0.1:${tokenPort}`, `CONNECT 127.0.0.1:${tokenGate.port}`]),
+    );
   });
 });

@@ -16,6 +16,8 @@ export interface Recorded {
 
 export interface CountingProxy {
   readonly url: string;
+  /** With tokenAuth: the token realm its challenges name. */
+  readonly realm: string | undefined;
   readonly requests: readonly Recorded[];
   count(filter: { method?: string; kind?: RequestKind; pathIncludes?: string }): number;
   reset(): void;
@@ -73,6 +75,7 @@ export async function startCountingProxy(targetUrl: string, options: ProxyOption
   );
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    realm,
     get requests() {
       return requests;
     },

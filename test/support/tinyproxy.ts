@@ -20,7 +20,8 @@ export interface ForwardProxy {
 }
 
 export async function startTinyproxy(options: {
-  readonly connectPort: number;
+  /** CONNECT is allowed to these ports only. */
+  readonly connectPorts: readonly number[];
   readonly bindAddress: string;
   readonly username: string;
   readonly password: string;
@@ -38,7 +39,7 @@ export async function startTinyproxy(options: {
       'LogLevel Info',
       'MaxClients 50',
       'Allow 127.0.0.1',
-      `ConnectPort ${options.connectPort}`,
+      ...options.connectPorts.map((port) => `ConnectPort ${port}`),
       `BasicAuth ${options.username} ${options.password}`,
       '',
     ].join('\n'),
