@@ -26,8 +26,8 @@ export async function createTestPki(): Promise<TestPki> {
   const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-pki-'));
   const file = (name: string): string => join(dir, name);
   const openssl = async (...args: string[]): Promise<void> => {
-    await run('openssl', args, { timeout: 30_000 }).catch((err: { stderr?: string }) => {
-      throw new Error(`openssl ${args[0]} failed: ${err.stderr ?? String(err)}`);
+    await run('openssl', args, { timeout: 30_000 }).catch((err: Error & { stderr?: string }) => {
+      throw new Error(`openssl ${args[0]} failed: ${err.stderr ?? err.message}`, { cause: err });
     });
   };
   await openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
