@@ -88,8 +88,8 @@ const BLOB_FAULTS: readonly Fault[] = [
   },
   {
     name: '429 with Retry-After',
-    serve: () => failWith(429, { 'retry-after': '1' }),
-    client: { status: 429, code: 'TOOMANYREQUESTS', headers: { 'retry-after': '1' } },
+    serve: () => failWith(429, { 'retry-after': '3' }),
+    client: { status: 429, code: 'TOOMANYREQUESTS', headers: { 'retry-after': '3' } },
     counts: { requestErrors: 1, upstream: ['4xx', 1] },
   },
   { name: 'a redirect to itself', serve: (_b, d) => redirectTo(`/v2/org/app/blobs/${d}`), client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['3xx', 1] } },
@@ -291,7 +291,7 @@ describe('upstream faults', () => {
       ['slow drip', digest, drip(manifest, 1, 20, manifestHeaders), 503, { verifyFailures: 0 }],
       ['headers never sent', digest, silent, 503, { upstream: ['error', 1] }],
       ['500', digest, failWith(500), 503, { upstream: ['5xx', 1] }],
-      ['429 with Retry-After', 'v1', failWith(429, { 'retry-after': '1' }), 429, { upstream: ['4xx', 1] }],
+      ['429 with Retry-After', 'v1', failWith(429, { 'retry-after': '3' }), 429, { upstream: ['4xx', 1] }],
     ] as const)('%s: a clean OCI error, nothing stored, counted, then served and cached', async (_name, ref, handler, status, counts) => {
       upstream.setPath(`org/app/manifests/${ref}`, handler);
       const before = await snapshot();
