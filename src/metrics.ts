@@ -33,6 +33,9 @@ export interface Metrics {
   readonly upstreamRequests: Histogram<'upstream' | 'method' | 'status_class'>;
   readonly upstreamRateLimitRemaining: Gauge<'upstream'>;
   readonly upstreamDown: Gauge<'upstream'>;
+  readonly upstreamEndpointDown: Gauge<'upstream' | 'url'>;
+  readonly upstreamThrottled: Gauge<'upstream'>;
+  readonly upstreamThrottledRefusals: Counter<'upstream'>;
   readonly fillsInFlight: Gauge;
   readonly fillWaiters: Gauge;
   readonly fills: Counter<'result'>;
@@ -185,9 +188,29 @@ function upstreamMetrics(registers: Registers) {
       aggregator: 'max',
       registers,
     }),
+    upstreamEndpointDown: new Gauge({
+      name: 'oci_mirror_upstream_endpoint_down',
+      help: '1 while one endpoint (url or one of urls) of an upstream is considered down; the upstream is down when all are.',
+      labelNames: ['upstream', 'url'],
+      aggregator: 'max',
+      registers,
+    }),
+    upstreamThrottled: new Gauge({
+      name: 'oci_mirror_upstream_throttled',
+      help: '1 while an upstream is left alone after a 429 (cached content is served, misses answer 429).',
+      labelNames: ['upstream'],
+      aggregator: 'max',
+      registers,
+    }),
+    upstreamThrottledRefusals: new Counter({
+      name: 'oci_mirror_upstream_throttled_refusals_total',
+      help: 'Requests answered 429 by the mirror without asking the upstream, because it is rate limited.',
+      labelNames: ['upstream'],
+      registers,
+    }),
     staleServed: new Counter({
       name: 'oci_mirror_stale_served_total',
-      help: 'Tags served from cache past their freshness because the upstream failed.',
+      help: 'Tags and tag lists served from cache past their freshness because the upstream failed.',
       labelNames: ['upstream'],
       registers,
     }),

@@ -38,6 +38,7 @@ export interface ConfigFile {
     readonly retries: number;
     readonly downFor: string;
     readonly maxConnections: number;
+    readonly throttle: string;
   };
   readonly upstreams: Readonly<Record<string, UpstreamFile>>;
   readonly offline: boolean;
@@ -89,4 +90,17 @@ export interface UpstreamFile {
   readonly retries?: number;
   readonly downFor?: string;
   readonly maxConnections?: number;
+  readonly throttle?: string;
+  readonly urls: readonly string[];
+  readonly proxy?: {
+    readonly url: string;
+    readonly usernameEnv?: string;
+    readonly passwordEnv?: string;
+  };
+  readonly tls?: {
+    readonly caFile?: string;
+    readonly certFile?: string;
+    readonly keyFile?: string;
+    readonly insecureSkipVerify: boolean;
+  };
 }

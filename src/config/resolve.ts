@@ -11,7 +11,16 @@ import { resolveClientAuth, resolveRepositoryRules, type Env, type Problems } fr
 import { describeValue, joinPath, type ConfigProblem } from './errors.js';
 import type { ConfigFile, ResumeFile, TimeoutsFile, UpstreamFile } from './file-types.js';
 import { getConfigSchema } from './schema.js';
-import type { Config, ResumePolicy, UpstreamConfig, UpstreamCredentials, UpstreamPolicy, UpstreamTimeouts } from './types.js';
+import type {
+  Config,
+  EnvProxyConfig,
+  ProxyConfig,
+  ResumePolicy,
+  UpstreamConfig,
+  UpstreamCredentials,
+  UpstreamPolicy,
+  UpstreamTimeouts,
+} from './types.js';
 import { parseDuration, parseSize } from './units.js';
 
 export function resolveConfig(file: ConfigFile, env: Env): { readonly config: Config } | { readonly problems: readonly ConfigProblem[] } {
@@ -92,6 +101,7 @@ function resolvePolicy(at: Problems, file: PolicyFile, path: string, base: Upstr
     minBytesPerSecond: pick('minSpeed', (v, p) => toBytes(at, v, p), base?.minBytesPerSecond),
     retries: pick('retries', (v) => v, base?.retries),
     downForMs: pick('downFor', (v, p) => toMs(at, v, p, 0), base?.downForMs),
+    throttleMs: pick('throttle', (v, p) => toMs(at, v, p, 1), base?.throttleMs),
     maxConnections: pick('maxConnections', (v) => v, base?.maxConnections),
   };
 }
@@ -129,9 +139,15 @@ function resolveUpstream(at: Problems, name: string, file: UpstreamFile, default
   });
   const credentials = file.auth === undefined ? undefined : resolveAuth(at, file.auth, joinPath(path, 'auth'));
   const repositories = file.repositories === undefined ? undefined : resolveRepositoryRules(at, file.repositories, joinPath(path, 'repositories'));
+  const proxy = file.proxy === undefined ? undefined : resolveProxy(at, file.proxy, joinPath(path, 'proxy'));
+  const envProxy = proxy === undefined ? resolveEnvProxy(at.env) : undefined;
   return {
     name,
     url: resolveOrigin(at, file.url, joinPath(path, 'url')),
+    urls: file.urls.map((url, i) => resolveOrigin(at, url, `${joinPath(path, 'urls')}[${i}]`)),
+    ...(proxy === undefined ? {} : { proxy }),
+    ...(envProxy === undefined ? {} : { envProxy }),
+    ...(file.tls === undefined ? {} : { tls: file.tls }),
     // An alias equal to the upstream's own key says nothing; repeats are dropped too.
     aliases: [...new Set(aliases.filter((alias) => alias !== name))],
     library: file.library,
@@ -171,6 +187,31 @@ function resolveAuth(at: Problems, auth: NonNullable<UpstreamFile['auth']>, path
   const password = auth.passwordEnv === undefined ? '' : (at.env[auth.passwordEnv] ?? '');
   if (auth.passwordEnv !== undefined && password === '') at.report(`${path}.passwordEnv`, `environment variable ${auth.passwordEnv} is not set or empty`);
   return { ...common, password };
+}
+
+function resolveProxy(at: Problems, proxy: NonNullable<UpstreamFile['proxy']>, path: string): ProxyConfig {
+  const url = resolveOrigin(at, proxy.url, joinPath(path, 'url'));
+  if (proxy.usernameEnv === undefined || proxy.passwordEnv === undefined) return { url };
+  const read = (name: string, key: string): string => {
+    const value = at.env[name] ?? '';
+    if (value === '') at.report(joinPath(path, key), `environment variable ${name} is not set or empty`);
+    return value;
+  };
+  return { url, username: read(proxy.usernameEnv, 'usernameEnv'), password: read(proxy.passwordEnv, 'passwordEnv') };
+}
+
+/** The conventional proxy variables, lower case first (curl's order); undefined when none is set. */
+function resolveEnvProxy(env: Env): EnvProxyConfig | undefined {
+  const read = (name: string): string | undefined => env[name.toLowerCase()] || env[name] || undefined;
+  const httpProxy = read('HTTP_PROXY');
+  const httpsProxy = read('HTTPS_PROXY');
+  const noProxy = read('NO_PROXY');
+  if (httpProxy === undefined && httpsProxy === undefined) return undefined;
+  return {
+    ...(httpProxy === undefined ? {} : { httpProxy }),
+    ...(httpsProxy === undefined ? {} : { httpsProxy }),
+    ...(noProxy === undefined ? {} : { noProxy }),
+  };
 }
 
 /** An alias must mean one upstream: it may not repeat another upstream's key or alias. */

@@ -61,7 +61,7 @@ type PolicyFile = ConfigFile['upstreamDefaults'];
 /** `connectMs`, `headersMs`, `bodyMs`. */
 export type UpstreamTimeouts = { readonly [K in keyof PolicyFile['timeouts'] as `${K}Ms`]: number };
 
-type DurationKey = 'freshFor' | 'maxStale' | 'downFor';
+type DurationKey = 'freshFor' | 'maxStale' | 'downFor' | 'throttle';
 
 /** `upstreamDefaults`, or an upstream's own value where it sets one. */
 /** `maxResumes`, `backoffMs`, `withinMs`: how a blob download cut mid-body is resumed. */
@@ -82,9 +82,27 @@ export type UpstreamPolicy = Pick<PolicyFile, 'retries' | 'maxConnections'> & {
   readonly minBytesPerSecond: number;
 };
 
-export type UpstreamConfig = Omit<UpstreamFile, 'auth' | keyof PolicyFile> &
+/** The upstream's own forward proxy, with its credentials read from the environment. */
+export interface ProxyConfig {
+  readonly url: string;
+  readonly username?: string;
+  readonly password?: string;
+}
+
+/** HTTP_PROXY, HTTPS_PROXY and NO_PROXY (or their lower-case forms) as the mirror started with them. */
+export interface EnvProxyConfig {
+  readonly httpProxy?: string;
+  readonly httpsProxy?: string;
+  readonly noProxy?: string;
+}
+
+export type UpstreamConfig = Omit<UpstreamFile, 'auth' | 'proxy' | keyof PolicyFile> &
   UpstreamPolicy & {
     /** The config key, e.g. `docker.io`. Metric label and store namespace. */
     readonly name: string;
     readonly credentials?: UpstreamCredentials;
+    /** Set: every request of this upstream goes through it, whatever the environment says. */
+    readonly proxy?: ProxyConfig;
+    /** Used when `proxy` is absent. */
+    readonly envProxy?: EnvProxyConfig;
   };

@@ -118,7 +118,7 @@ async function serveContent(
       if (method === 'HEAD') throw unsupported();
       const path = api.kind === 'tags' ? 'tags/list' : `referrers/${api.digest}`;
       const result = await mirror.passThrough(route, api.kind, path, withoutNs(query));
-      request.facts.outcome = 'miss';
+      request.facts.outcome = result.outcome;
       return reply.code(result.status).headers({ ...API_VERSION_HEADER, ...result.headers }).send(result.body);
     }
   }

@@ -11,6 +11,9 @@
  *       _tags/<tag>.json                          tag → digest record (see records.ts)
  *       _links/<hex>                              digest confirmed for this repository by an
  *                                                 upstream with credentials
+ *       _lists/<key>.json                         a tags/list or referrers answer (lists.ts);
+ *                                                 <key> is `tags-`/`referrers-` and a hash of
+ *                                                 the rest of the request (digest, n, last)
  *     tmp/<instance>/                             temp files of one open store (fills in progress,
  *                                                 metadata being written), named by its instance id
  *                                                 (16 hex, new at every start; earlier versions
@@ -31,7 +34,7 @@
  *
  * Upstream keys, repository names and tags are validated before they get here
  * (oci/reference.ts grammar: no `..`, no leading `.` or `_`, no `%`), so they are safe path
- * parts, and `_tags`/`_links` can never collide with a repository component.
+ * parts, and `_tags`/`_links`/`_lists` can never collide with a repository component.
  */
 import { join } from 'node:path';
 import { digestFromHex, digestHex, type Digest } from '../oci/digest.js';
@@ -53,6 +56,8 @@ export interface StoreLayout {
   fillRecordPath(digest: Digest): string;
   tagPath(upstream: string, repository: string, tag: string): string;
   linkPath(upstream: string, repository: string, digest: Digest): string;
+  /** `key`: `[a-z]+-[0-9a-f]+`, made by store/lists.ts. */
+  listPath(upstream: string, repository: string, key: string): string;
   /** The directory proper-lockfile makes for the lock `name`. */
   lockPath(name: string): string;
   /** A process's own temp directory, by its name (`processTempName`). */
@@ -87,6 +92,9 @@ export function createLayout(root: string): StoreLayout {
     },
     tagPath(upstream, repository, tag) {
       return join(root, 'repositories', upstream, repository, '_tags', `${tag}.json`);
+    },
+    listPath(upstream, repository, key) {
+      return join(root, 'repositories', upstream, repository, '_lists', `${key}.json`);
     },
     linkPath(upstream, repository, digest) {
       return join(root, 'repositories', upstream, repository, '_links', digestHex(digest));

@@ -5,17 +5,18 @@ import type { UpstreamConfig } from '../config/types.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../oci/errors.js';
-import { createAuthenticator, createTokenCache } from './auth.js';
 import { createCredentialSource } from './credentials.js';
 import { discard } from './body.js';
-import { createBreaker, type Breaker, type Reachability } from './breaker.js';
+import { createEndpoints, reachabilityOf, type Endpoint } from './endpoints.js';
 import { isServerFailure, isUpstreamFailure, networkError, statusError } from './failure.js';
 import { followRedirects } from './redirect.js';
 import { guardSpeed } from './speed-guard.js';
 import type { Resolve } from './local-address.js';
+import { createThrottle, parseRetryAfterMs, throttleHint, type Throttle } from './throttle.js';
 import { createTransport, type Hop } from './transport.js';
 
 export { isUpstreamFailure, UpstreamError, type FailureReason } from './failure.js';
+export { parseRetryAfterMs } from './throttle.js';
 
 export interface UpstreamRequest {
   readonly method: 'GET' | 'HEAD';
@@ -56,8 +57,10 @@ export interface Upstream {
    * any byte reaches a client.
    */
   request(req: UpstreamRequest): Promise<UpstreamResponse>;
-  /** True while the breaker is open. */
+  /** True while the breaker of every endpoint is open. */
   isDown(): boolean;
+  /** True while the upstream is left alone after a 429. */
+  isThrottled(): boolean;
   close(): Promise<void>;
 }
 
@@ -70,7 +73,7 @@ export interface UpstreamDeps {
   readonly resolve?: Resolve;
 }
 
-/** A Retry-After longer than this is not waited out: the client gets it instead. */
+/** A Retry-After longer than this is not waited out (503 only; a 429 is never retried). */
 const RETRY_AFTER_CAP_MS = 10_000;
 const BACKOFF_BASE_MS = 100;
 const BACKOFF_CAP_MS = 2_000;
@@ -98,54 +101,74 @@ type Attempt =
 export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upstream {
   const now = deps.now ?? Date.now;
   const log = deps.log.child({ upstream: config.name });
-  const base = new URL(config.url);
   const transport = createTransport(config, deps);
-  const { connectMs, headersMs, bodyMs } = config.timeouts;
-  const credentials = config.credentials && createCredentialSource(config.credentials, { host: base.host, now });
-  const tokens = createTokenCache({
-    upstreamUrl: base,
-    credentials,
-    trustedRealms: config.credentials?.realms,
-    send: (url, headers, signal) => transport.send('GET', url, headers, signal, 'TOKEN'),
-    deadlineMs: connectMs + headersMs + bodyMs,
-    now,
-    log,
-  });
-  const auth = createAuthenticator({ tokens, origin: base.origin, credentials });
-  const breaker = breakerFor(config, deps.metrics, log, now);
+  if (config.tls?.insecureSkipVerify) log.warn('TLS certificates of this upstream are not verified (tls.insecureSkipVerify)');
+  const credentials = config.credentials && createCredentialSource(config.credentials, { host: new URL(config.url).host, now });
+  const endpoints = createEndpoints(config, { transport, metrics: deps.metrics, log, now, credentials });
+  const throttle = throttleFor(config, deps.metrics, log, now);
 
   async function request(req: UpstreamRequest): Promise<UpstreamResponse> {
-    const probe = breaker.enter();
+    const probe = throttle.enter();
     try {
-      const hop = await withRetries(req);
-      breaker.settle('reachable', probe);
-      const body = guardSpeed(hop.body, { minBytesPerSecond: config.minBytesPerSecond, windowMs: bodyMs, now });
+      const hop = await viaEndpoints(req, probe);
+      const body = guardSpeed(hop.body, { minBytesPerSecond: config.minBytesPerSecond, windowMs: config.timeouts.bodyMs, now });
       return { status: hop.status, headers: hop.headers, body, url: hop.url.href };
-    } catch (err) {
-      breaker.settle(reachabilityOf(err, req.signal), probe);
-      throw err;
+    } finally {
+      throttle.release(probe);
     }
   }
 
-  async function withRetries(req: UpstreamRequest): Promise<Hop> {
+  /** The first endpoint whose breaker is closed and that answers; an HTTP answer is final. */
+  async function viaEndpoints(req: UpstreamRequest, throttleProbe: boolean): Promise<Hop> {
+    let last: unknown;
+    for (const endpoint of endpoints) {
+      let probe: boolean;
+      try {
+        probe = endpoint.breaker.enter();
+      } catch (err) {
+        if (!isUpstreamFailure(err)) throw err;
+        last = err;
+        continue;
+      }
+      try {
+        const hop = await withRetries(req, endpoint, throttleProbe);
+        endpoint.breaker.settle('reachable', probe);
+        return hop;
+      } catch (err) {
+        const reachability = reachabilityOf(err, req.signal);
+        endpoint.breaker.settle(reachability, probe);
+        if (reachability !== 'unreachable') throw err;
+        last = err;
+      }
+    }
+    throw last;
+  }
+
+  async function withRetries(req: UpstreamRequest, endpoint: Endpoint, throttleProbe: boolean): Promise<Hop> {
     for (let retry = 0; ; retry++) {
-      const attempt = await attemptOnce(req);
+      const attempt = await attemptOnce(req, endpoint, throttleProbe);
       if ('hop' in attempt) return attempt.hop;
       const delayMs = attempt.retryAfterMs ?? backoffMs(retry);
       if (!attempt.retryable || retry >= config.retries || delayMs > RETRY_AFTER_CAP_MS) throw attempt.error;
+      // Each failed attempt counts towards the breaker; once it opens, the next endpoint is tried.
+      if (reachabilityOf(attempt.error, req.signal) === 'unreachable') {
+        endpoint.breaker.settle('unreachable', false);
+        if (endpoint.breaker.isOpen()) throw attempt.error;
+      }
       log.debug({ retry: retry + 1, delayMs, reason: attempt.error.message }, 'retry upstream request');
       await sleep(delayMs, undefined, req.signal ? { signal: req.signal } : {});
     }
   }
 
-  async function attemptOnce(req: UpstreamRequest): Promise<Attempt> {
+  async function attemptOnce(req: UpstreamRequest, endpoint: Endpoint, throttleProbe: boolean): Promise<Attempt> {
     try {
-      const hop = await exchange(req);
+      const hop = await exchange(req, endpoint);
+      if (hop.status === 429) return rateLimited(req, hop);
+      throttle.answered(throttleProbe);
       if (hop.status === 200 || hop.status === 206 || (hop.status === 416 && hasRange(req))) return { hop };
       discard(hop.body);
-      const retryAfterMs = retryAfterFor(hop, now());
-      const retryable = hop.status === 429 || isServerFailure(hop.status);
-      return { error: statusError(hop.status, req.notFound, retryAfterMs), retryable, retryAfterMs };
+      const retryAfterMs = hop.status === 503 ? parseRetryAfterMs(hop.headers['retry-after'], now()) : undefined;
+      return { error: statusError(hop.status, req.notFound, retryAfterMs), retryable: isServerFailure(hop.status), retryAfterMs };
     } catch (err) {
       if (req.signal?.aborted) throw err;
       const error = err instanceof RegistryError ? err : networkError(err, `${req.method} ${req.path}`);
@@ -153,13 +176,23 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
     }
   }
 
+  /** A 429 is never retried: it throttles the whole upstream, and the client hears when to come back. */
+  function rateLimited(req: UpstreamRequest, hop: Hop): Attempt {
+    discard(hop.body);
+    const hint = throttleHint(hop.headers, now()) ?? { forMs: config.throttleMs, exact: false };
+    const waitMs = throttle.limited(hint);
+    log.warn({ throttleMs: hint.forMs, path: req.path }, 'upstream rate limited');
+    return { error: statusError(429, req.notFound, waitMs), retryable: false };
+  }
+
   /** One exchange: redirects followed, each hop authenticated for its own origin. */
-  function exchange(req: UpstreamRequest): Promise<Hop> {
-    return followRedirects(urlFor(base, req), requestHeaders(req), (url, headers) => sendAuthenticated(req, url, headers));
+  function exchange(req: UpstreamRequest, endpoint: Endpoint): Promise<Hop> {
+    return followRedirects(urlFor(endpoint.base, req), requestHeaders(req), (url, headers) => sendAuthenticated(req, endpoint, url, headers));
   }
 
   /** One hop: sent with what its origin asked for before; a 401 is answered once from its own challenge. */
-  async function sendAuthenticated(req: UpstreamRequest, url: URL, headers: Readonly<Record<string, string>>): Promise<Hop> {
+  async function sendAuthenticated(req: UpstreamRequest, endpoint: Endpoint, url: URL, headers: Readonly<Record<string, string>>): Promise<Hop> {
+    const { auth } = endpoint;
     const send = (authorization: string | undefined) =>
       transport.send(req.method, url, withAuthorization(headers, authorization), req.signal);
     const sent = await auth.authorizationFor(url, req.repository);
@@ -176,32 +209,28 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
     name: config.name,
     hasCredentials: config.credentials !== undefined,
     request,
-    isDown: () => breaker.isOpen(),
-    close: () => transport.close(),
+    isDown: () => endpoints.every((endpoint) => endpoint.breaker.isOpen()),
+    isThrottled: () => throttle.isThrottled(),
+    close: async () => {
+      for (const endpoint of endpoints) endpoint.breaker.close();
+      throttle.close();
+      await transport.close();
+    },
   };
 }
 
-/** The breaker, reported as the upstreamDown gauge and a warning on each change. */
-function breakerFor(config: UpstreamConfig, metrics: Metrics, log: Logger, now: () => number): Breaker {
+function throttleFor(config: UpstreamConfig, metrics: Metrics, log: Logger, now: () => number): Throttle {
   const labels = { upstream: config.name };
-  return createBreaker({
+  return createThrottle({
     name: config.name,
-    downForMs: config.downForMs,
+    throttleMs: config.throttleMs,
     now,
-    onOpen: () => {
-      metrics.upstreamDown.set(labels, 1);
-      log.warn({ downForMs: config.downForMs }, 'upstream down');
+    onChange: (throttled) => {
+      metrics.upstreamThrottled.set(labels, throttled ? 1 : 0);
+      if (!throttled) log.info('upstream rate limit over');
     },
-    onClose: () => {
-      metrics.upstreamDown.set(labels, 0);
-      log.warn('upstream up');
-    },
+    onRefused: () => metrics.upstreamThrottledRefusals.inc(labels),
   });
-}
-
-function reachabilityOf(err: unknown, signal: AbortSignal | undefined): Reachability {
-  if (signal?.aborted) return 'aborted';
-  return isUpstreamFailure(err) && err.reason === 'unreachable' ? 'unreachable' : 'reachable';
 }
 
 function urlFor(base: URL, req: UpstreamRequest): URL {
@@ -231,18 +260,4 @@ function withAuthorization(headers: Readonly<Record<string, string>>, authorizat
 /** 100 ms, 400 ms, 1.6 s, then 2 s. */
 function backoffMs(retry: number): number {
   return Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 4 ** retry);
-}
-
-/** Retry-After (RFC 9110 §10.2.3) on 429 and 503: delay-seconds or an HTTP-date. */
-function retryAfterFor(hop: Hop, nowMs: number): number | undefined {
-  if (hop.status !== 429 && hop.status !== 503) return undefined;
-  return parseRetryAfterMs(hop.headers['retry-after'], nowMs);
-}
-
-export function parseRetryAfterMs(value: string | undefined, nowMs: number): number | undefined {
-  if (value === undefined) return undefined;
-  const trimmed = value.trim();
-  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
-  const date = Date.parse(trimmed);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - nowMs);
 }

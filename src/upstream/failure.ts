@@ -1,10 +1,13 @@
 import { RegistryError, type ErrorCode, type RegistryErrorOptions } from '../oci/errors.js';
 
 /**
- * Why an upstream failed. `unreachable` (network error, timeout, server error) is
- * retried and opens the breaker; the others mean the upstream answered.
+ * Why an upstream failed. `unreachable` (network error, connect or headers timeout) is
+ * retried and, repeated, opens the breaker; `tls` (the upstream's certificate was not
+ * trusted, or ours refused) opens it without a retry; `server` (a 5xx for one path) is
+ * retried but is that request's error, not the upstream's; the others mean the upstream
+ * answered.
  */
-export type FailureReason = 'unreachable' | 'refused' | 'rate-limited' | 'invalid' | 'down';
+export type FailureReason = 'unreachable' | 'tls' | 'server' | 'refused' | 'rate-limited' | 'invalid' | 'down';
 
 /**
  * A RegistryError that means "the upstream failed", as opposed to "the upstream says
@@ -55,9 +58,16 @@ export function errorCode(err: unknown): string | undefined {
   return record.cause === undefined ? undefined : errorCode(record.cause);
 }
 
+/** OpenSSL's certificate verdicts (`err.code` of a failed handshake) and Node's own TLS codes. */
+const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|CERT_|ERR_OSSL_)/;
+
 /** Maps a thrown network-layer error; `what` names the step for the message. */
 export function networkError(err: unknown, what: string): UpstreamError {
   const code = errorCode(err) ?? 'unknown error';
+  if (TLS_CODE.test(code)) {
+    const hint = 'check the upstream\'s tls.caFile, tls.certFile and tls.keyFile';
+    return new UpstreamError('UNAVAILABLE', `${what} failed: TLS handshake with the upstream failed (${code}); ${hint}`, 'tls', { cause: err });
+  }
   const reason = TRANSIENT_CODES.has(code) ? 'unreachable' : 'invalid';
   return new UpstreamError('UNAVAILABLE', `${what} failed: ${code}`, reason, { cause: err });
 }
@@ -79,7 +89,7 @@ export function statusError(
   if (status === 429) {
     return new UpstreamError('TOOMANYREQUESTS', 'upstream rate limit reached', 'rate-limited', { headers });
   }
-  const reason = isServerFailure(status) ? 'unreachable' : 'invalid';
+  const reason = isServerFailure(status) ? 'server' : 'invalid';
   return new UpstreamError('UNAVAILABLE', `upstream answered ${status}`, reason, { headers });
 }
 

@@ -4,7 +4,9 @@
  * No auth, redirects or retries here; see client.ts.
  */
 import type { LookupFunction } from 'node:net';
-import { Agent, type Dispatcher } from 'undici';
+import { readFileSync } from 'node:fs';
+import { rootCertificates } from 'node:tls';
+import { Agent, EnvHttpProxyAgent, ProxyAgent, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config/types.js';
 import { statusClass, type Metrics } from '../metrics.js';
 import { VERSION } from '../version.js';
@@ -43,7 +45,8 @@ export function createTransport(
 ): Transport {
   const { timeouts } = config;
   const ownHost = new URL(config.url).hostname;
-  const allowLocal = config.allowLocalRedirects ?? isLocalHost(ownHost);
+  const ownHosts = new Set([config.url, ...config.urls].map((url) => new URL(url).hostname));
+  const allowLocal = config.allowLocalRedirects ?? [...ownHosts].every((host) => isLocalHost(host));
   // One keep-alive Agent per upstream; an injected dispatcher (tests) is not ours to close.
   const dispatcher: Dispatcher = deps.dispatcher ?? createAgent(config, connectLookup(ownHost, { allowLocal, resolve: deps.resolve }));
   const owned = deps.dispatcher ? undefined : dispatcher;
@@ -62,7 +65,7 @@ export function createTransport(
   ): Promise<Hop> {
     // Redirects and token realms lead anywhere the upstream says; not to this machine or
     // its link-local neighbours (names are checked at connect time by the Agent's lookup).
-    if (!allowLocal && url.hostname !== ownHost && isLocalHost(url.hostname)) {
+    if (!allowLocal && !ownHosts.has(url.hostname) && isLocalHost(url.hostname)) {
       throw new UpstreamError('UNAVAILABLE', `upstream sent the mirror to a local address (${url.host}); refused`, 'invalid');
     }
     const started = performance.now();
@@ -95,14 +98,50 @@ export function createTransport(
   };
 }
 
-/** `lookup` checks the address each connection dials (see connectLookup). */
-function createAgent(config: UpstreamConfig, lookup: LookupFunction | undefined): Agent {
-  return new Agent({
-    connections: config.maxConnections,
-    connect: { timeout: config.timeouts.connectMs, ...(lookup === undefined ? {} : { lookup }) },
-    headersTimeout: config.timeouts.headersMs,
-    bodyTimeout: config.timeouts.bodyMs,
+/**
+ * The upstream's dispatcher: its own forward proxy when configured, else the proxy the
+ * environment names (HTTP_PROXY, HTTPS_PROXY, NO_PROXY), else direct. Token realms and
+ * redirect targets go through the same dispatcher, so through the same proxy.
+ * `lookup` checks the address each direct connection dials (see connectLookup).
+ */
+function createAgent(config: UpstreamConfig, lookup: LookupFunction | undefined): Dispatcher {
+  const tls = tlsOptions(config.tls);
+  const timeout = config.timeouts.connectMs;
+  const common = { connections: config.maxConnections, headersTimeout: config.timeouts.headersMs, bodyTimeout: config.timeouts.bodyMs };
+  const { proxy, envProxy } = config;
+  if (proxy !== undefined) {
+    const token = proxy.username === undefined ? {} : { token: `Basic ${Buffer.from(`${proxy.username}:${proxy.password ?? ''}`).toString('base64')}` };
+    return new ProxyAgent({ ...common, uri: proxy.url, ...token, requestTls: { ...tls, timeout }, proxyTls: { timeout } });
+  }
+  const connect = { timeout, ...tls, ...(lookup === undefined ? {} : { lookup }) };
+  if (envProxy === undefined) return new Agent({ ...common, connect });
+  // Explicit values, so undici does not read process.env behind the config's back.
+  return new EnvHttpProxyAgent({
+    ...common,
+    connect,
+    requestTls: { ...tls, timeout },
+    httpProxy: envProxy.httpProxy ?? '',
+    httpsProxy: envProxy.httpsProxy ?? '',
+    noProxy: envProxy.noProxy ?? '',
   });
+}
+
+interface TlsOptions {
+  readonly ca?: string[];
+  readonly cert?: Buffer;
+  readonly key?: Buffer;
+  readonly rejectUnauthorized?: boolean;
+}
+
+/** `tls.caFile` adds to the bundled roots (Node's `ca` would replace them); read once, at start-up. */
+function tlsOptions(tls: UpstreamConfig['tls']): TlsOptions {
+  if (tls === undefined) return {};
+  return {
+    ...(tls.caFile === undefined ? {} : { ca: [...rootCertificates, readFileSync(tls.caFile, 'utf8')] }),
+    ...(tls.certFile === undefined ? {} : { cert: readFileSync(tls.certFile) }),
+    ...(tls.keyFile === undefined ? {} : { key: readFileSync(tls.keyFile) }),
+    ...(tls.insecureSkipVerify ? { rejectUnauthorized: false } : {}),
+  };
 }
 
 function flattenHeaders(headers: Record<string, string | string[] | undefined>): Record<string, string> {

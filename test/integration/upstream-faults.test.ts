@@ -88,8 +88,8 @@ const BLOB_FAULTS: readonly Fault[] = [
   },
   {
     name: '429 with Retry-After',
-    serve: () => failWith(429, { 'retry-after': '7' }),
-    client: { status: 429, code: 'TOOMANYREQUESTS', headers: { 'retry-after': '7' } },
+    serve: () => failWith(429, { 'retry-after': '3' }),
+    client: { status: 429, code: 'TOOMANYREQUESTS', headers: { 'retry-after': '3' } },
     counts: { requestErrors: 1, upstream: ['4xx', 1] },
   },
   { name: 'a redirect to itself', serve: (_b, d) => redirectTo(`/v2/org/app/blobs/${d}`), client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['3xx', 1] } },
@@ -172,8 +172,25 @@ describe('upstream faults', () => {
     if (counts.upstream) expect(grew(counts.upstream[0])).toBe(counts.upstream[1]);
   }
 
+  /**
+   * After a 429 the upstream is throttled until its Retry-After: a request meanwhile is
+   * answered 429 without reaching it (a 429 is never retried or re-asked early). Resolves
+   * once the throttle is over (its gauge returns to 0 by itself).
+   */
+  async function expectThrottledThenOver(url: string): Promise<void> {
+    if ((await metricValue(mirror.runtime.metrics.upstreamThrottled, { upstream: 'fake.test' })) === 0) return;
+    const hits = upstream.hits.length;
+    const refused = await fetchOutcome(url);
+    expect(refused.status).toBe(429);
+    expect(upstream.hits.length).toBe(hits);
+    while ((await metricValue(mirror.runtime.metrics.upstreamThrottled, { upstream: 'fake.test' })) !== 0) {
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
   /** The fault has cleared: the blob is served whole, committed, and the next request is a hit. */
   async function expectBlobRecovers(digest: string, body: Buffer): Promise<void> {
+    await expectThrottledThenOver(blobUrl(digest));
     upstream.setBlob(digest, servedBlob(body));
     const first = await fetchOutcome(blobUrl(digest));
     expect(first.kind === 'complete' && first.status === 200 && digestOf(first.body) === digest).toBe(true);
@@ -284,6 +301,7 @@ describe('upstream faults', () => {
       expect(await mirror.runtime.store.manifests.findType(digest as Digest)).toBeUndefined();
       await expectCounted(before, { requestErrors: 1, ...counts });
 
+      await expectThrottledThenOver(manifestUrl(ref));
       upstream.setPath(`org/app/manifests/${ref}`, servedBlob(manifest, manifestHeaders));
       upstream.setPath(`org/app/manifests/${digest}`, servedBlob(manifest, manifestHeaders));
       const served = await fetchOutcome(manifestUrl(ref));

@@ -23,6 +23,8 @@ export interface CountingProxy {
   readonly url: string;
   /** With tokenAuth: the token server's origin (another port, so another origin). */
   readonly realmOrigin?: string | undefined;
+  /** With tokenAuth: the token realm its challenges name. */
+  readonly realm: string | undefined;
   readonly requests: readonly Recorded[];
   count(filter: { method?: string; kind?: RequestKind; pathIncludes?: string }): number;
   reset(): void;
@@ -34,6 +36,12 @@ export interface ProxyOptions {
   readonly tokenAuth?: boolean;
   /** With tokenAuth: the token realm requires these Basic credentials. */
   readonly tokenCredentials?: { readonly username: string; readonly password: string };
+  /**
+   * Emulate Docker Hub's pull quota: `limit` manifest GETs (HEAD and blobs are free), then
+   * 429 TOOMANYREQUESTS without Retry-After; manifest answers carry `ratelimit-limit` and
+   * `ratelimit-remaining` with a `w=` window.
+   */
+  readonly quota?: { readonly limit: number; readonly windowS: number };
   /** A WAN that breaks: blob GET responses cut mid-body. */
   readonly linkFault?: LinkFault;
 }
@@ -56,6 +64,7 @@ export interface LinkFault {
 export async function startCountingProxy(targetUrl: string, options: ProxyOptions = {}): Promise<CountingProxy> {
   const target = new URL(targetUrl);
   let requests: Recorded[] = [];
+  let pulls = 0;
   const tokens = new Map<string, Set<string>>();
   /** Responses cut so far, per blob digest. */
   const cuts = new Map<string, number>();
@@ -87,12 +96,22 @@ export async function startCountingProxy(targetUrl: string, options: ProxyOption
     createServer((req, res) => {
       const entry = record(req, classify(req.url ?? ''));
       if (realm && !authorized(req, tokens)) return challenge(res, entry, realm, req.url ?? '');
+      const quota = options.quota;
+      if (quota && entry.kind === 'manifest') {
+        const counted = entry.method === 'GET';
+        if (counted && pulls >= quota.limit) return rateLimited(res, entry, quota);
+        if (counted) pulls++;
+        const remaining = Math.max(0, quota.limit - pulls);
+        res.setHeader('ratelimit-limit', `${quota.limit};w=${quota.windowS}`);
+        res.setHeader('ratelimit-remaining', `${remaining};w=${quota.windowS}`);
+      }
       forward(req, res, target, entry, faultFor(req, entry));
     }),
   );
   return {
     url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
     realmOrigin: realm && new URL(realm).origin,
+    realm,
     get requests() {
       return requests;
     },
@@ -156,6 +175,16 @@ function cutAfter(upRes: IncomingMessage, res: ServerResponse, entry: Recorded, 
     res.write(part);
   });
   upRes.on('end', () => res.end());
+}
+
+function rateLimited(res: ServerResponse, entry: Recorded, quota: NonNullable<ProxyOptions['quota']>): void {
+  entry.status = 429;
+  res.writeHead(429, {
+    'content-type': 'application/json',
+    'ratelimit-limit': `${quota.limit};w=${quota.windowS}`,
+    'ratelimit-remaining': `0;w=${quota.windowS}`,
+  });
+  res.end('{"errors":[{"code":"TOOMANYREQUESTS","message":"You have reached your pull rate limit."}]}');
 }
 
 function classify(url: string): RequestKind {

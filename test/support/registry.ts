@@ -7,15 +7,23 @@ import { terminate, waitForOutput } from './process.js';
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
 
+/** TLS for the registry's listener; with `clientCaFile` it requires a client certificate that CA signed. */
+export interface RegistryTls {
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly clientCaFile?: string;
+}
+
 /** A real CNCF Distribution registry (Debian's docker-registry) on a loopback port. */
 export interface RegistryHandle {
+  /** http://, or https:// once restarted with TLS. */
   readonly url: string;
   readonly port: number;
   readonly dir: string;
   /** Stops the process; storage stays so that `restart()` serves the same content. */
   stop(): Promise<void>;
-  /** Starts it again on the same port and storage. */
-  restart(): Promise<void>;
+  /** Starts it again on the same port and storage; with `tls`, serving HTTPS from then on. */
+  restart(options?: { readonly tls?: RegistryTls }): Promise<void>;
   /** Stops it and removes its storage. */
   dispose(): Promise<void>;
 }
@@ -24,7 +32,8 @@ export async function startRegistry(): Promise<RegistryHandle> {
   const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-registry-'));
   const port = await freePort();
   const configFile = join(dir, 'config.yml');
-  await writeFile(
+  let scheme = 'http';
+  const writeConfig = (tls: RegistryTls | undefined) => writeFile(
     configFile,
     [
       'version: 0.1',
@@ -39,20 +48,29 @@ export async function startRegistry(): Promise<RegistryHandle> {
       '    enabled: true',
       'http:',
       `  addr: 127.0.0.1:${port}`,
+      ...(tls === undefined ? [] : ['  tls:', `    certificate: ${tls.certFile}`, `    key: ${tls.keyFile}`]),
+      ...(tls?.clientCaFile === undefined ? [] : ['    clientcas:', `      - ${tls.clientCaFile}`]),
       '',
     ].join('\n'),
   );
+  await writeConfig(undefined);
   let child: ChildProcess | undefined = await launch(configFile);
   return {
-    url: `http://127.0.0.1:${port}`,
+    get url() {
+      return `${scheme}://127.0.0.1:${port}`;
+    },
     port,
     dir,
     async stop() {
       if (child) await terminate(child);
       child = undefined;
     },
-    async restart() {
+    async restart(options = {}) {
       if (child) await terminate(child);
+      if (options.tls) {
+        await writeConfig(options.tls);
+        scheme = 'https';
+      }
       child = await launch(configFile);
     },
     async dispose() {

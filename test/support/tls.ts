@@ -17,6 +17,8 @@ export interface TestPki {
   readonly keyFile: string;
   /** A directory holding only `ca.crt` (skopeo `--src-cert-dir`, podman `--cert-dir`). */
   readonly certDir: string;
+  /** Makes a client certificate (extendedKeyUsage clientAuth) the same CA signed, for mTLS. */
+  createClientCertificate(): Promise<{ readonly certFile: string; readonly keyFile: string }>;
   dispose(): Promise<void>;
 }
 
@@ -24,8 +26,8 @@ export async function createTestPki(): Promise<TestPki> {
   const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-pki-'));
   const file = (name: string): string => join(dir, name);
   const openssl = async (...args: string[]): Promise<void> => {
-    await run('openssl', args, { timeout: 30_000 }).catch((err: { stderr?: string }) => {
-      throw new Error(`openssl ${args[0]} failed: ${err.stderr ?? String(err)}`);
+    await run('openssl', args, { timeout: 30_000 }).catch((err: Error & { stderr?: string }) => {
+      throw new Error(`openssl ${args[0]} failed: ${err.stderr ?? err.message}`, { cause: err });
     });
   };
   await openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
@@ -46,6 +48,14 @@ export async function createTestPki(): Promise<TestPki> {
     certFile: file('server.crt'),
     keyFile: file('server.key'),
     certDir,
+    async createClientCertificate() {
+      await writeFile(file('client.ext'), ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature', 'extendedKeyUsage=clientAuth', ''].join('\n'));
+      await openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
+        '-subj', '/CN=oci-mirror test client', '-keyout', file('client.key'), '-out', file('client.csr'));
+      await openssl('x509', '-req', '-in', file('client.csr'), '-CA', file('ca.crt'), '-CAkey', file('ca.key'), '-CAcreateserial',
+        '-days', '2', '-extfile', file('client.ext'), '-out', file('client.crt'));
+      return { certFile: file('client.crt'), keyFile: file('client.key') };
+    },
     dispose: () => rm(dir, { recursive: true, force: true }),
   };
 }

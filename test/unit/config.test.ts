@@ -30,6 +30,7 @@ const DEFAULT_POLICY = {
   retries: 2,
   downForMs: 15_000,
   maxConnections: 32,
+  throttleMs: 60_000,
 };
 
 describe('parseConfig defaults', () => {
@@ -46,9 +47,10 @@ describe('parseConfig defaults', () => {
       url: 'https://registry-1.docker.io',
       aliases: ['index.docker.io', 'registry-1.docker.io'],
       library: true,
+      urls: [],
       ...DEFAULT_POLICY,
     });
-    expect(config.upstreams['ghcr.io']).toEqual({ name: 'ghcr.io', url: 'https://ghcr.io', aliases: [], library: false, ...DEFAULT_POLICY });
+    expect(config.upstreams['ghcr.io']).toEqual({ name: 'ghcr.io', url: 'https://ghcr.io', urls: [], aliases: [], library: false, ...DEFAULT_POLICY });
   });
 
   it('parses the default config file itself to the same config as the empty file', () => {

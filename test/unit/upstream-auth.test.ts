@@ -74,6 +74,8 @@ function config(url: string, credentials?: UpstreamCredentials): UpstreamConfig 
     downForMs: 0,
     maxConnections: 4,
     minBytesPerSecond: 1,
+    urls: [],
+    throttleMs: 60_000,
   };
 }
 

@@ -92,6 +92,8 @@ function upstreamFor(url: string, overrides: Partial<UpstreamConfig> = {}): Harn
     downForMs: 30_000,
     maxConnections: 16,
     minBytesPerSecond: 1,
+    urls: [],
+    throttleMs: 60_000,
     ...overrides,
   };
   const metrics = createMetrics({ processMetrics: false });
@@ -121,6 +123,10 @@ async function failure(promise: Promise<unknown>): Promise<Record<string, unknow
   );
   expect(err).toBeInstanceOf(Error);
   return err as Record<string, unknown>;
+}
+
+async function metricValue(metric: Metrics['upstreamThrottled'] | Metrics['upstreamThrottledRefusals']): Promise<number | undefined> {
+  return (await metric.get()).values.find((v) => v.labels['upstream'] === 'test')?.value;
 }
 
 async function gauge(metric: Metrics['upstreamDown']): Promise<number | undefined> {
@@ -314,16 +320,20 @@ describe('upstream retries', () => {
     expect(registry.seen).toHaveLength(2);
   });
 
-  it('waits out a short Retry-After on 429', async () => {
-    let calls = 0;
-    const registry = await serve((req, res) =>
-      (++calls === 1 ? reply(429, { 'retry-after': '1' }) : reply(200, {}, 'ok'))(req, res),
-    );
-    const { upstream } = upstreamFor(registry.origin, { retries: 1 });
-    const started = Date.now();
-    expect(await fetchText(upstream)).toBe('ok');
-    expect(Date.now() - started).toBeGreaterThanOrEqual(950);
-    expect(registry.seen).toHaveLength(2);
+  it('never retries a 429, and refuses further requests without asking until Retry-After', async () => {
+    const registry = await serve(reply(429, { 'retry-after': '1' }));
+    const { upstream, metrics, clock } = upstreamFor(registry.origin, { retries: 3 });
+    const err = await failure(upstream.request(manifest()));
+    expect(err).toMatchObject({ code: 'TOOMANYREQUESTS', statusCode: 429, headers: { 'retry-after': '1' } });
+    expect(registry.seen).toHaveLength(1);
+    expect(upstream.isThrottled()).toBe(true);
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS', statusCode: 429 });
+    expect(registry.seen).toHaveLength(1);
+    expect(await metricValue(metrics.upstreamThrottledRefusals)).toBe(1);
+    expect(await metricValue(metrics.upstreamThrottled)).toBe(1);
+    clock.t += 1_000;
+    expect(upstream.isThrottled()).toBe(false);
+    expect(await metricValue(metrics.upstreamThrottled)).toBe(0);
   });
 
   it('fails at once on a long Retry-After, passing it on', async () => {
@@ -430,5 +440,97 @@ describe('auth per hop', () => {
     const { upstream } = upstreamFor(registry.origin, { credentials: { username: 'user', password: 'pw' } });
     await expect(upstream.request(manifest())).rejects.toMatchObject({ code: 'DENIED' });
     expect(other.seen.map((s) => s.headers.authorization)).toEqual([undefined]);
+  });
+});
+
+/** Resolves once `read()` returns `want`, polling; the test's own timeout bounds it. */
+async function until<T>(read: () => Promise<T> | T, want: T): Promise<void> {
+  while ((await read()) !== want) await new Promise((resolve) => setTimeout(resolve, 20));
+}
+
+async function endpointDown(metrics: Metrics, url: string): Promise<number | undefined> {
+  return (await metrics.upstreamEndpointDown.get()).values.find((v) => v.labels['url'] === url)?.value;
+}
+
+async function freedPort(): Promise<number> {
+  const probe = await serve(reply(200));
+  await cleanups.pop()?.();
+  return probe.port;
+}
+
+describe('upstream breaker opens on the upstream, not on one object', () => {
+  it('keeps the upstream up when one blob answers 500: other paths still fetch', async () => {
+    const registry = await serve((req, res) =>
+      (req.url?.endsWith('/blobs/sha256:bad') ? reply(500, {}, 'boom') : reply(200, {}, 'ok'))(req, res),
+    );
+    const { upstream, metrics } = upstreamFor(registry.origin, { retries: 1 });
+    const bad = manifest({ path: 'blobs/sha256:bad', notFound: 'BLOB_UNKNOWN' });
+    for (let i = 0; i < 3; i++) expect(await failure(upstream.request(bad))).toMatchObject({ code: 'UNAVAILABLE', reason: 'server' });
+    expect(registry.seen.filter((s) => s.url.endsWith('sha256:bad'))).toHaveLength(6);
+    expect(upstream.isDown()).toBe(false);
+    expect(await gauge(metrics.upstreamDown)).not.toBe(1);
+    expect(await fetchText(upstream, manifest({ path: 'blobs/sha256:good', notFound: 'BLOB_UNKNOWN' }))).toBe('ok');
+  });
+
+  it('closes by itself once the upstream is back: a background GET /v2/ and no client request', async () => {
+    const port = await freedPort();
+    const { upstream, metrics } = upstreamFor(`http://127.0.0.1:${port}`, { retries: 0, downForMs: 50 });
+    await failure(upstream.request(manifest()));
+    expect(await gauge(metrics.upstreamDown)).toBe(1);
+    const registry = await serve(reply(401, { 'www-authenticate': 'Bearer realm="http://127.0.0.1:1/token"' }), '127.0.0.1', port);
+    await until(() => gauge(metrics.upstreamDown), 0);
+    expect(upstream.isDown()).toBe(false);
+    expect(registry.seen.map((s) => `${s.method} ${s.url}`)).toEqual(['GET /v2/']);
+  });
+});
+
+describe('upstream urls', () => {
+  it('tries the next URL when the first refuses connections, each with its own breaker', async () => {
+    const deadPort = await freedPort();
+    const dead = `http://127.0.0.1:${deadPort}`;
+    const registry = await serve(reply(200, {}, 'from second'));
+    const { upstream, metrics } = upstreamFor(dead, { urls: [registry.origin], retries: 0 });
+    expect(await fetchText(upstream)).toBe('from second');
+    expect(await endpointDown(metrics, dead)).toBe(1);
+    expect(await gauge(metrics.upstreamDown)).toBe(0);
+    expect(upstream.isDown()).toBe(false);
+    // The open breaker of the first URL sends the next request straight to the second.
+    expect(await fetchText(upstream)).toBe('from second');
+    expect(registry.seen).toHaveLength(2);
+    expect(await endpointDown(metrics, registry.origin)).toBeUndefined();
+  });
+
+  it('returns the answer of a reachable URL, a 404 too, without trying the next', async () => {
+    const first = await serve(reply(404));
+    const second = await serve(reply(200, {}, 'never'));
+    const { upstream } = upstreamFor(first.origin, { urls: [second.origin] });
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'MANIFEST_UNKNOWN', statusCode: 404 });
+    expect(second.seen).toHaveLength(0);
+  });
+});
+
+describe('upstream rate limits', () => {
+  it('stays away for the w= window of ratelimit-remaining, probing once per throttle interval', async () => {
+    let limited = true;
+    const registry = await serve((req, res) =>
+      (limited ? reply(429, { 'ratelimit-remaining': '0;w=21600' }) : reply(200, { 'ratelimit-remaining': '99;w=21600' }, 'ok'))(req, res),
+    );
+    const { upstream, metrics, clock } = upstreamFor(registry.origin, { throttleMs: 60_000 });
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS', headers: { 'retry-after': '60' } });
+    clock.t += 59_000;
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS', headers: { 'retry-after': '1' } });
+    expect(registry.seen).toHaveLength(1);
+    clock.t += 1_000;
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS' }); // the probe: still limited
+    expect(registry.seen).toHaveLength(2);
+    limited = false;
+    expect(await failure(upstream.request(manifest()))).toMatchObject({ code: 'TOOMANYREQUESTS' });
+    expect(registry.seen).toHaveLength(2);
+    clock.t += 60_000;
+    expect(await fetchText(upstream)).toBe('ok');
+    expect(upstream.isThrottled()).toBe(false);
+    expect(await fetchText(upstream)).toBe('ok');
+    expect(registry.seen).toHaveLength(4);
+    expect(await metricValue(metrics.upstreamThrottledRefusals)).toBe(2);
   });
 });

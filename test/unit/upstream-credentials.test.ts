@@ -9,6 +9,7 @@ import type { UpstreamConfig, UpstreamCredentials } from '../../src/config/types
 import { createLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
 import { createUpstream, type UpstreamRequest } from '../../src/upstream/client.js';
+import { TEST_UPSTREAM_POLICY } from '../support/upstream-config.js';
 
 /**
  * Rotating credentials: a Docker credential helper (`docker-credential-<name> get`, the
@@ -70,17 +71,8 @@ function upstream(credentials: UpstreamCredentials) {
   const config: UpstreamConfig = {
     name: 'ecr',
     url: registry.origin,
-    aliases: [],
-    library: false,
+    ...TEST_UPSTREAM_POLICY,
     credentials,
-    freshForMs: 60_000,
-    maxStaleMs: 0,
-    timeouts: { connectMs: 500, headersMs: 500, bodyMs: 500 },
-    retries: 0,
-    downForMs: 0,
-    maxConnections: 4,
-    minBytesPerSecond: 1,
-    resume: { maxResumes: 0, backoffMs: 0, withinMs: 1 },
   };
   const sink = new Writable({
     write(chunk: Buffer, _enc, done) {

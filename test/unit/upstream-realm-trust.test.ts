@@ -7,6 +7,7 @@ import { createSilentLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
 import { createUpstream, type Upstream } from '../../src/upstream/client.js';
 import type { Resolve } from '../../src/upstream/local-address.js';
+import { TEST_UPSTREAM_POLICY } from '../support/upstream-config.js';
 
 /**
  * The realm trust boundary with real host names, resolved by an injected resolver to
@@ -64,19 +65,10 @@ function upstreamAt(host: string): Upstream {
   const config: UpstreamConfig = {
     name: host,
     url: `http://${host}:${port}`,
-    aliases: [],
-    library: false,
+    ...TEST_UPSTREAM_POLICY,
     credentials,
     // The test's hosts are all on loopback: lift the local-address refusal, keep the names.
     allowLocalRedirects: true,
-    freshForMs: 60_000,
-    maxStaleMs: 0,
-    timeouts: { connectMs: 500, headersMs: 500, bodyMs: 500 },
-    retries: 0,
-    downForMs: 0,
-    maxConnections: 4,
-    minBytesPerSecond: 1,
-    resume: { maxResumes: 0, backoffMs: 0, withinMs: 1 },
   };
   return createUpstream(config, { metrics: createMetrics({ processMetrics: false }), log: createSilentLogger(), resolve });
 }

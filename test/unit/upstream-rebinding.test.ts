@@ -6,6 +6,7 @@ import type { UpstreamConfig } from '../../src/config/types.js';
 import { createMetrics } from '../../src/metrics.js';
 import { lookupWithoutLocal, type Resolve } from '../../src/upstream/local-address.js';
 import { createTransport } from '../../src/upstream/transport.js';
+import { TEST_UPSTREAM_POLICY } from '../support/upstream-config.js';
 
 /**
  * DNS rebinding: a redirect or realm host that resolves to a public address when
@@ -72,15 +73,7 @@ function config(url: string): UpstreamConfig {
   return {
     name: 'test',
     url,
-    aliases: [],
-    library: false,
-    freshForMs: 60_000,
-    maxStaleMs: 0,
+    ...TEST_UPSTREAM_POLICY,
     timeouts: { connectMs: 1000, headersMs: 1000, bodyMs: 1000 },
-    retries: 0,
-    downForMs: 0,
-    maxConnections: 4,
-    minBytesPerSecond: 1,
-    resume: { maxResumes: 0, backoffMs: 0, withinMs: 1 },
   };
 }
