@@ -8,6 +8,12 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 export type RequestKind = 'manifest' | 'blob' | 'tags' | 'referrers';
 export type Outcome = 'hit' | 'miss' | 'coalesced' | 'revalidated' | 'stale' | 'error';
 export type ByteSource = 'cache' | 'upstream';
+/**
+ * Why a blob was fetched without being stored: bigger than its share of the budget, more
+ * than free disk plus what eviction may remove, the store failing, or a request that could
+ * not share a relay already under way.
+ */
+export type RelayReason = 'too_large' | 'disk_full' | 'store_unwritable' | 'unshared';
 
 export interface Metrics {
   readonly registry: Registry;
@@ -21,6 +27,7 @@ export interface Metrics {
   readonly fillsInFlight: Gauge;
   readonly fillWaiters: Gauge;
   readonly fills: Counter<'result'>;
+  readonly relays: Counter<'reason'>;
   readonly verifyFailures: Counter<'kind'>;
   readonly staleServed: Counter<'upstream'>;
   readonly storeBytes: Gauge;
@@ -92,6 +99,12 @@ export function createMetrics(options: { readonly processMetrics?: boolean } = {
       name: 'oci_mirror_fills_total',
       help: 'Finished blob fills by result: committed, relayed (served but not stored: the store could not be written), aborted.',
       labelNames: ['result'],
+      registers,
+    }),
+    relays: new Counter({
+      name: 'oci_mirror_relays_total',
+      help: 'Blob downloads served without being stored, by reason: too_large (over half the store budget), disk_full (more than free disk plus what may be evicted), store_unwritable, unshared (a request that could not join a relay in progress).',
+      labelNames: ['reason'],
       registers,
     }),
     verifyFailures: new Counter({
