@@ -28,6 +28,7 @@ export interface Metrics {
   readonly fillWaiters: Gauge;
   readonly fills: Counter<'result'>;
   readonly relays: Counter<'reason'>;
+  readonly refused: Counter<'limit'>;
   readonly verifyFailures: Counter<'kind'>;
   readonly staleServed: Counter<'upstream'>;
   readonly storeBytes: Gauge;
@@ -105,6 +106,12 @@ export function createMetrics(options: { readonly processMetrics?: boolean } = {
       name: 'oci_mirror_relays_total',
       help: 'Blob downloads served without being stored, by reason: too_large (over half the store budget), disk_full (more than free disk plus what may be evicted), store_unwritable, unshared (a request that could not join a relay in progress).',
       labelNames: ['reason'],
+      registers,
+    }),
+    refused: new Counter({
+      name: 'oci_mirror_refused_total',
+      help: 'Clients turned away by a limit: connections (over listen.maxConnections, closed on accept), requests_per_client (429, over listen.maxRequestsPerClient).',
+      labelNames: ['limit'],
       registers,
     }),
     verifyFailures: new Counter({
