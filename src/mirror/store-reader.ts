@@ -104,9 +104,12 @@ export class StoreReader extends Readable {
       this.push(null);
       return;
     }
-    // Full size at once: growing would leave each smaller buffer to a garbage collector that
-    // an idle process does not run. Pages a small chunk never touched are not resident.
-    const buffer = this.#spare.pop() ?? Buffer.allocUnsafeSlow(MAX_CHUNK_BYTES);
+    // For a consumer that hands chunks back, full size at once: growing would leave each
+    // smaller buffer to a garbage collector an idle process does not run (pages a small
+    // chunk never touched are not resident). For one that does not, the chunk's size.
+    const spare = this.#spare.pop();
+    const size = this.#recycling ? MAX_CHUNK_BYTES : this.#chunkBytes;
+    const buffer = spare && spare.length >= wanted ? spare : Buffer.allocUnsafeSlow(size);
     this.#handle.read(buffer, 0, wanted, this.#position).then(
       ({ bytesRead }) => {
         if (this.destroyed) return;
