@@ -20,6 +20,12 @@ export const OUTCOMES = ['hit', 'miss', 'coalesced', 'revalidated', 'stale', 'er
 export type RequestKind = (typeof REQUEST_KINDS)[number];
 export type Outcome = (typeof OUTCOMES)[number];
 export type ByteSource = 'cache' | 'upstream';
+/**
+ * Why a blob was fetched without being stored: bigger than its share of the budget, more
+ * than free disk plus what eviction may remove, the store failing, or a request that could
+ * not share a relay already under way.
+ */
+export type RelayReason = 'too_large' | 'disk_full' | 'store_unwritable' | 'unshared';
 
 export interface Metrics {
   readonly registry: Registry;
@@ -39,6 +45,8 @@ export interface Metrics {
   readonly fillsInFlight: Gauge;
   readonly fillWaiters: Gauge;
   readonly fills: Counter<'result'>;
+  readonly relays: Counter<'reason'>;
+  readonly refused: Counter<'limit'>;
   readonly verifyFailures: Counter<'kind'>;
   readonly staleServed: Counter<'upstream'>;
   readonly storeBytes: Gauge;
@@ -230,6 +238,18 @@ function fillMetrics(registers: Registers) {
       name: 'oci_mirror_fills_total',
       help: 'Finished blob fills by result: committed, relayed (served but not stored: the store could not be written), aborted.',
       labelNames: ['result'],
+      registers,
+    }),
+    relays: new Counter({
+      name: 'oci_mirror_relays_total',
+      help: 'Blob downloads served without being stored, by reason: too_large (over half the store budget), disk_full (more than free disk plus what may be evicted), store_unwritable, unshared (a request that could not join a relay in progress).',
+      labelNames: ['reason'],
+      registers,
+    }),
+    refused: new Counter({
+      name: 'oci_mirror_refused_total',
+      help: 'Clients turned away by a limit: connections (over listen.maxConnections, closed on accept), requests_per_client (429, over listen.maxRequestsPerClient).',
+      labelNames: ['limit'],
       registers,
     }),
     verifyFailures: new Counter({

@@ -8,6 +8,8 @@ export interface ConfigFile {
   readonly listen: {
     readonly host: string;
     readonly port: number;
+    readonly maxConnections: number;
+    readonly maxRequestsPerClient: number;
     readonly tls?: {
       readonly certFile: string;
       readonly keyFile: string;

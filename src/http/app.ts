@@ -7,6 +7,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { Mirror } from '../mirror/mirror.js';
 import { API_VERSION_HEADER } from './headers.js';
+import { registerLimits, type ClientLimits } from './limits.js';
 import { recordResponse, registerOps, type Readiness } from './ops.js';
 import { answerClientError, answerFrameworkError, unrouted } from './protocol-errors.js';
 import { loadClientAuth, registerClientAuth, warnIfAnonymous } from './client-auth.js';
@@ -28,6 +29,7 @@ export interface AppDeps {
   readonly upstreamsWithCredentials: readonly string[];
   /** PEM files to serve HTTPS from; plain HTTP when undefined. */
   readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
+  readonly limits: ClientLimits;
 }
 
 /** What the handlers learn about a request, for its one access-log line. */
@@ -76,6 +78,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   });
   app.setErrorHandler((err: FastifyError | RegistryError, request, reply) => sendError(err, request, reply, deps.log));
   app.setNotFoundHandler((request, reply) => sendError(unrouted(request.method), request, reply, deps.log));
+  registerLimits(app, deps.limits, deps.metrics);
   const auth = await loadClientAuth(deps.clientAuth);
   warnIfAnonymous(auth, deps.upstreamsWithCredentials, deps.log);
   registerClientAuth(app, auth);

@@ -20,12 +20,15 @@ export interface Spool {
 /** Whether the reader's bytes count as fetched for it (`upstream`) or saved (`cache`). */
 export type FillSource = 'upstream' | 'cache';
 
+/** The most one reader holds: a client that stops reading keeps its last chunk queued on its socket. */
 const CHUNK_BYTES = 256 * 1024;
 
 /**
  * Tails a fill's spool file from `range.start` to `range.end` (or the end of the blob):
  * delivers what is readable, then waits for the fill's next progress. Ends only once
- * the spool is complete; is destroyed with the fill's error if it fails.
+ * the spool is complete; is destroyed with the fill's error if it fails. Nothing is
+ * read ahead (high-water mark 0): the next chunk is read when the consumer asks, once
+ * the socket took the last, so a slow client costs one chunk however far behind it is.
  */
 export class FillReader extends Readable {
   readonly source: FillSource;
@@ -43,7 +46,7 @@ export class FillReader extends Readable {
     onBytes: (n: number) => void,
     onClose: (reader: FillReader) => void,
   ) {
-    super({ highWaterMark: CHUNK_BYTES });
+    super({ highWaterMark: 0 });
     this.#fill = fill;
     this.source = source;
     this.#position = range?.start ?? 0;

@@ -5,6 +5,7 @@
  * Without a writable store (no lock, no room) the blob is relayed for this process alone.
  * The fill lock and the fill record are named here and nowhere else in the mirror.
  */
+import type { RelayReason } from '../metrics.js';
 import type { Digest } from '../oci/digest.js';
 import { RegistryError } from '../oci/errors.js';
 import type { Route } from '../oci/path.js';
@@ -36,31 +37,41 @@ export function createFillStart(deps: MirrorDeps): FillStart {
   const owner = store.owner;
   const leading = new Set<Promise<void>>();
 
-  /** Room to spool `sizeBytes`; what to evict for it is the store budget's decision. */
-  async function hasRoom(sizeBytes: number | undefined): Promise<boolean> {
-    if (!health.writable()) return false;
+  /**
+   * Why the leader's download is relayed rather than spooled, or undefined to spool it.
+   * What to evict for it is the store budget's decision (`makeRoom`), never the fill's.
+   */
+  async function relayReason(sizeBytes: number | undefined): Promise<RelayReason | undefined> {
+    if (!health.writable()) return 'store_unwritable';
     // A store that cannot say whether there is room is no place to spool: the blob is relayed.
     const room = await index.makeRoom(sizeBytes).catch(() => undefined);
-    if (!room) return false;
-    if (room.fits) return true;
+    if (!room) return 'store_unwritable';
+    if (room.fits) return undefined;
+    // Too large for the budget says nothing about the store; a full disk does.
+    if (room.reason === 'too_large') return 'too_large';
     const full = new Error(`${room.freeBytes} bytes free, ${room.neededBytes} needed`);
     health.failed(Object.assign(full, { code: 'ENOSPC' }), 'blob');
-    return false;
+    return 'disk_full';
   }
 
-  /** GETs the blob; spools it when leading (and there is room), else relays it. */
-  async function fetch(route: Route, digest: Digest, leader: FillClaim | undefined): Promise<Fill> {
+  /**
+   * GETs the blob; spools it when leading and the store has room, else relays it (for
+   * `alone` when there is no leader), counting why.
+   */
+  async function fetch(route: Route, digest: Digest, leader: FillClaim | undefined, alone: RelayReason): Promise<Fill> {
     const startedAtMs = now();
     const get = getBlob(route, digest);
     const response = await get({});
     const sizeBytes = contentLength(response.headers['content-length']);
     const labels = { upstream: route.upstream };
+    const relayed = leader ? await relayReason(sizeBytes) : alone;
+    if (relayed) metrics.relays.inc({ reason: relayed });
     const options = {
       digest,
       sizeBytes,
       store,
       now,
-      spool: leader !== undefined && (await hasRoom(sizeBytes)),
+      spool: relayed === undefined,
       resumer: resumerFor(route, digest, { startedAtMs, etag: response.headers['etag'], request: get }),
       onUpstreamBytes: (n: number) => metrics.upstreamBytes.inc(labels, n),
       onRefetchedBytes: (n: number) => metrics.upstreamRefetchedBytes.inc(labels, n),
@@ -100,7 +111,7 @@ export function createFillStart(deps: MirrorDeps): FillStart {
   async function lead(route: Route, digest: Digest, claim: FillClaim, lease: Lease): Promise<Fill> {
     try {
       await claim.writeRecord({ owner });
-      const fill = await fetch(route, digest, claim);
+      const fill = await fetch(route, digest, claim, 'unshared');
       // Off the path to the first byte; the record is removed only after it is written.
       const recorded = fill.spoolPath ? claim.writeRecord({ owner, spool: fill.spoolPath, ...sized(fill.sizeBytes) }) : undefined;
       // Committed, relayed or failed: the lock and record go either way (a failure is the fill's to report).
@@ -147,7 +158,7 @@ export function createFillStart(deps: MirrorDeps): FillStart {
         return null;
       });
       // No lock without a writable store: fetch for this process alone, relayed.
-      if (lease === null) return fetch(route, digest, undefined);
+      if (lease === null) return fetch(route, digest, undefined, 'store_unwritable');
       if (await committedMeanwhile(claim, lease)) return undefined;
       if (lease) return lead(route, digest, claim, lease);
       const record = await claim.findRecord();
@@ -168,7 +179,7 @@ export function createFillStart(deps: MirrorDeps): FillStart {
   }
 
   async function relay(route: Route, digest: Digest): Promise<Source> {
-    const fill = await fetch(route, digest, undefined);
+    const fill = await fetch(route, digest, undefined, 'unshared');
     void fill.done.then(
       () => fill.release(),
       () => fill.release(),

@@ -79,12 +79,29 @@ export interface PruneOptions {
   readonly dryRun: boolean;
 }
 
+/** Why a blob is relayed rather than stored: see `planRoom`. */
+export type NoRoom = 'too_large' | 'disk_full';
+
 /** Whether a blob about to be spooled fits on the disk, and the figures that decided it. */
 export interface Room {
   readonly fits: boolean;
   readonly freeBytes: number;
   /** The blob's size plus the reserve kept free beyond it. */
   readonly neededBytes: number;
+  /** Set when it does not fit. */
+  readonly reason?: NoRoom;
+}
+
+/** The figures a blob's room is decided on, all in bytes. */
+export interface RoomFigures {
+  /** The blob's announced size (0 when not announced). */
+  readonly sizeBytes: number;
+  /** The blob plus the reserve kept free beyond it. */
+  readonly neededBytes: number;
+  readonly maxSizeBytes: number;
+  readonly freeBytes: number;
+  /** What eviction may remove now: stored bytes not protected and not in use. */
+  readonly evictableBytes: number;
 }
 
 export interface CacheIndex {
@@ -105,8 +122,8 @@ export interface CacheIndex {
   maintain(): Promise<EvictionReport>;
   /**
    * Room on the disk for a blob of `sizeBytes` (undefined: not announced) plus a reserve,
-   * evicting the least recently served content when that makes it. The fill asks before
-   * it spools; it never decides on eviction itself.
+   * evicting the least recently served content only when that makes it, and only the
+   * shortfall (`planRoom`). The fill asks before it spools; it never decides on eviction itself.
    */
   makeRoom(sizeBytes: number | undefined): Promise<Room>;
   /** The operator's eviction (CLI `prune`): by target size and/or age; dry run by default. */
@@ -121,6 +138,25 @@ const TOUCH_EVERY_MS = 60_000;
 const SNAPSHOT_VERSION = 1;
 /** Free space kept beyond a blob's size before it is spooled. */
 const DISK_RESERVE_BYTES = 64 * 1024 * 1024;
+/**
+ * The largest share of the budget one blob may take. A bigger one would push most of
+ * the store out for itself (and, over the whole budget, itself too on the next pass):
+ * it is relayed instead, and nothing is evicted for it.
+ */
+export const MAX_BLOB_SHARE = 0.5;
+
+/**
+ * What an incoming blob may cost the store: nothing when it fits the free disk; else
+ * exactly the shortfall, evicted, when eviction can cover it; else nothing at all, and
+ * the blob is relayed. No request evicts content it cannot then use the room of.
+ */
+export function planRoom(room: RoomFigures): { evictBytes: number } | { reason: NoRoom } {
+  if (room.sizeBytes > room.maxSizeBytes * MAX_BLOB_SHARE) return { reason: 'too_large' };
+  const shortBytes = room.neededBytes - room.freeBytes;
+  if (shortBytes <= 0) return { evictBytes: 0 };
+  if (shortBytes > room.evictableBytes) return { reason: 'disk_full' };
+  return { evictBytes: shortBytes };
+}
 
 export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
   const { store } = options;
@@ -212,6 +248,14 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
       if (!disk.has(hex) && added.has(hex)) merged.push([hex, entry]);
     }
     rebuild(merged);
+  }
+
+  /** Stored bytes eviction may remove now (not protected, not in use). */
+  async function evictableBytes(): Promise<number> {
+    const { keep } = await protectedSets();
+    let bytes = 0;
+    for (const [hex, entry] of lru.entries()) if (!keep.has(hex)) bytes += entry.sizeBytes;
+    return bytes;
   }
 
   /** What must stay: pinned digests (apart, for the pinned bytes) and, with them, entries in use. */
@@ -381,13 +425,16 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
       ),
     async makeRoom(sizeBytes) {
       const neededBytes = (sizeBytes ?? 0) + DISK_RESERVE_BYTES;
-      let freeBytes = await store.blobs.freeBytes();
-      if (freeBytes < neededBytes) {
-        const targetBytes = Math.max(0, totalBytes - (neededBytes - freeBytes));
-        await exclusive(() => evict(undefined, () => targetBytes, false));
-        freeBytes = await store.blobs.freeBytes();
-      }
-      return { fits: freeBytes >= neededBytes, freeBytes, neededBytes };
+      const freeBytes = await store.blobs.freeBytes();
+      const figures = { sizeBytes: sizeBytes ?? 0, neededBytes, maxSizeBytes: options.maxSizeBytes, freeBytes };
+      const plan = planRoom({ ...figures, evictableBytes: freeBytes >= neededBytes ? 0 : await evictableBytes() });
+      if ('reason' in plan) return { fits: false, freeBytes, neededBytes, reason: plan.reason };
+      if (plan.evictBytes === 0) return { fits: true, freeBytes, neededBytes };
+      // The target is taken after the pass's rescan: the shortfall, least recently served first.
+      await exclusive(() => evict(undefined, () => Math.max(0, totalBytes - plan.evictBytes), false));
+      const after = await store.blobs.freeBytes();
+      if (after >= neededBytes) return { fits: true, freeBytes: after, neededBytes };
+      return { fits: false, freeBytes: after, neededBytes, reason: 'disk_full' };
     },
     prune: (prune) =>
       exclusive(() =>

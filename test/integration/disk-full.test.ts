@@ -158,6 +158,36 @@ describe('a full disk', () => {
     expect((await readyz()).body.status).toBe('degraded');
   });
 
+  it('evicts nothing for a blob that eviction could not make room for, and counts the relay as disk_full', async () => {
+    await start(16);
+    // Content the store holds (as a warm or import leaves it): ~3 MiB, far short of a 6 MiB blob plus the reserve.
+    const held: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const content = randomBytes(512 * 1024);
+      const digest = digestOf(content);
+      await mirror.runtime.store.blobs.putVerified(digest as never, content);
+      mirror.runtime.index.touch(digest as never, content.length);
+      held.push(digest);
+    }
+    const body = randomBytes(6 * MiB);
+    const digest = digestOf(body);
+    upstream.setBlob(digest, (_req, res) => {
+      res.writeHead(200, { 'content-length': String(body.length) });
+      res.end(body);
+    });
+
+    const pulled = await fetchHashed(`${mirror.url}/v2/org/app/blobs/${digest}`);
+    expect(pulled.status).toBe(200);
+    expect(pulled.sha256).toBe(digest);
+    await mirror.runtime.mirror.drain();
+    expect(mirror.runtime.index.entries).toBe(held.length);
+    for (const d of held) expect(await mirror.runtime.store.blobs.stat(d as never), d).toBe(512 * 1024);
+    const relays = await mirror.runtime.metrics.relays.get();
+    expect(relays.values).toEqual([expect.objectContaining({ labels: { reason: 'disk_full' }, value: 1 })]);
+    expect((await mirror.runtime.metrics.evictions.get()).values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+    expect(await tempFiles(mirror.storeDir)).toEqual([]);
+  });
+
   it('relays when not even a lock or a temp file can be created (no inodes left)', async () => {
     await start(128, 500);
     const body = randomBytes(2 * MiB);

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -74,6 +74,11 @@ describe('a bounded store', () => {
     }
   }
 
+  /** Every file under blobs/, sorted: what is on disk, whatever the index says. */
+  const blobFiles = async (): Promise<string[]> => {
+    const entries = await readdir(join(storeDir, 'blobs'), { recursive: true, withFileTypes: true });
+    return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
+  };
   const stored = async (digest: string): Promise<boolean> => (await mirror.runtime.store.blobs.stat(digest as never)) !== undefined;
   const onlyLayer = (image: Pushed, not: Pushed): string => image.blobs.find((b) => !not.blobs.some((o) => o.digest === b.digest) && b.size >= MiB)!.digest;
 
@@ -102,6 +107,36 @@ describe('a bounded store', () => {
     // Its own layer and config; the layer B keeps is not fetched again.
     expect(proxy.count({ method: 'GET', kind: 'blob' })).toBe(2);
     expect(proxy.count({ method: 'GET', kind: 'manifest' })).toBe(1);
+  });
+
+  it('relays a blob bigger than half the budget without evicting anything, and counts the relay', async () => {
+    await startWith({ maxSize: '4MiB' });
+    await pull('app-a', imageA);
+    await pull('app-b', imageB);
+    await mirror.runtime.mirror.drain();
+    const gauge = async (): Promise<number | undefined> => (await mirror.runtime.metrics.storeEntries.get()).values[0]?.value;
+    const entriesBefore = await gauge();
+    const filesBefore = await blobFiles();
+    // Both images' blobs (the shared layer once) and their two manifests.
+    expect(entriesBefore).toBe(new Set([...imageA.blobs, ...imageB.blobs].map((b) => b.digest)).size + 2);
+    expect(filesBefore).toHaveLength(entriesBefore!);
+
+    const layer = big.blobs.find((b) => b.size === 24 * MiB)!;
+    const got = await fetchHashed(`${mirror.url}/v2/big/blobs/${layer.digest}`);
+    expect(got.status).toBe(200);
+    expect(got.bytes).toBe(layer.size);
+    expect(got.sha256).toBe(layer.digest);
+    await mirror.runtime.mirror.drain();
+    await mirror.runtime.maintenance.run();
+
+    expect(await gauge()).toBe(entriesBefore);
+    expect(await blobFiles()).toEqual(filesBefore);
+    expect(await stored(layer.digest)).toBe(false);
+    const relays = await mirror.runtime.metrics.relays.get();
+    expect(relays.values).toEqual([expect.objectContaining({ labels: { reason: 'too_large' }, value: 1 })]);
+    const evictions = await mirror.runtime.metrics.evictions.get();
+    expect(evictions.values.reduce((sum, v) => sum + v.value, 0)).toBe(0);
+    expect(await tempFiles(storeDir)).toEqual([]);
   });
 
   it('drops a tag record whose manifest was evicted and resolves the tag afresh, HEAD and GET alike', async () => {

@@ -1,4 +1,4 @@
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, rm, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -183,6 +183,7 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
     const input = { upstreams: { 'docker.io': { url: counting.url, library: true } }, upstreamDefaults: { retries: 0, resume: { backoff: '200ms' } } };
     const mirrors = [await startMirrorProcess(input, await freePort(), { storeDir }), await startMirrorProcess(input, await freePort(), { storeDir })];
     try {
+      await bothProvedAlive(storeDir);
       const digest = digests.get('resume-processes');
       const results = await Promise.all(
         Array.from({ length: 6 }, (_, i) => fetchHashed(`${mirrors[i % 2]!.url}/v2/library/wan-synth/blobs/${digest}`).catch((err: Error) => err)),
@@ -201,3 +202,20 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
     }
   });
 });
+
+/**
+ * A process follows another's spool only once that process proved alive after it opened
+ * the store (its lock refreshed since): wait for both process locks to be refreshed after
+ * both processes started, so either may follow the other.
+ */
+async function bothProvedAlive(storeDir: string): Promise<void> {
+  const startedMs = Date.now();
+  const locks = join(storeDir, 'locks');
+  for (let attempt = 0; attempt < 400; attempt++) {
+    const names = (await readdir(locks)).filter((name) => name.startsWith('process-'));
+    const times = await Promise.all(names.map(async (name) => (await stat(join(locks, name))).mtimeMs));
+    if (times.length === 2 && times.every((t) => t > startedMs)) return;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+  throw new Error('the two processes never refreshed their locks');
+}

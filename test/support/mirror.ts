@@ -15,7 +15,7 @@ export interface MirrorInput {
   readonly offline?: boolean;
   readonly store?: Record<string, unknown>;
   readonly clientAuth?: Record<string, unknown>;
-  /** listen keys besides host and port, e.g. `drainTimeout`. */
+  /** listen keys besides host and port: `drainTimeout`, the limits. */
   readonly listen?: Record<string, unknown>;
 }
 
