@@ -20,6 +20,8 @@ export const OUTCOMES = ['hit', 'miss', 'coalesced', 'revalidated', 'stale', 'er
 export type RequestKind = (typeof REQUEST_KINDS)[number];
 export type Outcome = (typeof OUTCOMES)[number];
 export type ByteSource = 'cache' | 'upstream';
+export const AUTH_FAILURE_REASONS = ['unknown_user', 'bad_password', 'throttled', 'malformed'] as const;
+export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
 
 export interface Metrics {
   readonly registry: Registry;
@@ -42,6 +44,7 @@ export interface Metrics {
   readonly cacheWriteFailures: Counter;
   readonly evictions: Counter<'reason'>;
   readonly offlineMisses: Counter<'kind'>;
+  readonly authFailures: Counter<'reason'>;
   readonly contentType: string;
   /** Where `oci_mirror_ready` and `oci_mirror_degraded` read their state at each scrape. */
   watchReadiness(read: () => ReadinessState): void;
@@ -135,6 +138,12 @@ function requestMetrics(registers: Registers) {
       name: 'oci_mirror_offline_misses_total',
       help: 'Requests an offline mirror could not answer from its store (what to warm or import next), by kind.',
       labelNames: ['kind'],
+      registers,
+    }),
+    authFailures: new Counter({
+      name: 'oci_mirror_auth_failures_total',
+      help: 'Registry API requests refused for their credentials (clientAuth), by reason: unknown_user, bad_password, throttled, malformed.',
+      labelNames: ['reason'],
       registers,
     }),
   };
@@ -271,6 +280,7 @@ function startAtZero(m: Metrics, upstreams: readonly string[]): void {
   }
   for (const result of ['committed', 'relayed', 'aborted']) m.fills.inc({ result }, 0);
   for (const reason of ['size', 'ttl', 'damaged']) m.evictions.inc({ reason }, 0);
+  for (const reason of AUTH_FAILURE_REASONS) m.authFailures.inc({ reason }, 0);
   for (const upstream of upstreams) {
     m.upstreamBytes.inc({ upstream }, 0);
     m.staleServed.inc({ upstream }, 0);

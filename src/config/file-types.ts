@@ -12,6 +12,7 @@ export interface ConfigFile {
       readonly certFile: string;
       readonly keyFile: string;
     };
+    readonly headersTimeout: string;
   };
   readonly store: {
     readonly path: string;
@@ -40,6 +41,7 @@ export interface ConfigFile {
     readonly tokensEnv?: string;
     readonly metricsTokenEnv?: string;
     readonly realm: string;
+    readonly failedLoginsPerMinute: number;
   };
   readonly log: {
     readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';

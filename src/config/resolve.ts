@@ -26,7 +26,7 @@ export function resolveConfig(file: ConfigFile, env: Env): { readonly config: Co
   const clientAuth = file.clientAuth === undefined ? undefined : resolveClientAuth(at, file.clientAuth);
   const pins = resolvePins(at, file.store.pins, { upstreams, defaultUpstream: file.defaultUpstream });
   const config: Config = {
-    listen: file.listen,
+    listen: resolveListen(at, file.listen),
     store: {
       path: file.store.path,
       maxSizeBytes: toBytes(at, file.store.maxSize, 'store.maxSize'),
@@ -40,6 +40,11 @@ export function resolveConfig(file: ConfigFile, env: Env): { readonly config: Co
     log: file.log,
   };
   return problems.length > 0 ? { problems } : { config };
+}
+
+function resolveListen(at: Problems, listen: ConfigFile['listen']): Config['listen'] {
+  const { headersTimeout, ...rest } = listen;
+  return { ...rest, headersTimeoutMs: toMs(at, headersTimeout, 'listen.headersTimeout', 1) };
 }
 
 /** Units are checked by the schema's patterns; what is left is a value too large, or rounded to 0. */

@@ -7,13 +7,17 @@ import type { ConfigFile, UpstreamFile } from './file-types.js';
  * milliseconds, sizes in bytes and environment variables resolved. Only the keys whose
  * value changes are named here; everything else is the file's own.
  */
-export type Config = Omit<ConfigFile, '$schema' | 'store' | 'upstreamDefaults' | 'upstreams' | 'clientAuth'> & {
+export type Config = Omit<ConfigFile, '$schema' | 'listen' | 'store' | 'upstreamDefaults' | 'upstreams' | 'clientAuth'> & {
+  readonly listen: ListenConfig;
   readonly store: StoreConfig;
   readonly upstreams: Readonly<Record<string, UpstreamConfig>>;
   readonly clientAuth?: ClientAuthConfig;
 };
 
-export type ListenConfig = ConfigFile['listen'];
+export type ListenConfig = Omit<ConfigFile['listen'], 'headersTimeout'> & {
+  /** How long a connection may take to send a request head before it is closed. */
+  readonly headersTimeoutMs: number;
+};
 
 export type StoreConfig = Omit<ConfigFile['store'], 'maxSize' | 'idleTtl' | 'pins'> & {
   readonly maxSizeBytes: number;

@@ -28,6 +28,8 @@ export interface AppDeps {
   readonly upstreamsWithCredentials: readonly string[];
   /** PEM files to serve HTTPS from; plain HTTP when undefined. */
   readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
+  /** Time a connection has to send a request head (config `listen.headersTimeout`). */
+  readonly headersTimeoutMs: number;
 }
 
 /** What the handlers learn about a request, for its one access-log line. */
@@ -45,11 +47,16 @@ declare module 'fastify' {
 
 /** Builds the HTTP app; `listen()` is the serve command's business. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const timeouts = serverTimeouts(deps.headersTimeoutMs);
+  const tls = await readTls(deps.tls);
   const app = fastify({
     // HTTPS when configured, else plain HTTP; HTTP/1.1 either way, with fastify's
     // keep-alive (72 s idle). Not HTTP/2: a failed blob transfer is signalled by
     // destroying its socket, which under HTTP/2 would end every stream on the connection.
-    https: await readTls(deps.tls),
+    https: tls === null ? null : { ...tls, ...timeouts },
+    // Plain HTTP's server options (fastify's `http`, not in the type of its HTTPS overload).
+    ...(tls === null ? { http: timeouts } : {}),
+    requestTimeout: timeouts.requestTimeout,
     // Access lines are ours (one per request, with cache facts); fastify's own are off.
     logger: false,
     exposeHeadRoutes: false,
@@ -78,11 +85,26 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   app.setNotFoundHandler((request, reply) => sendError(unrouted(request.method), request, reply, deps.log));
   const auth = await loadClientAuth(deps.clientAuth);
   warnIfAnonymous(auth, deps.upstreamsWithCredentials, deps.log);
-  registerClientAuth(app, auth);
+  registerClientAuth(app, auth, deps.metrics);
   registerOps(app, deps);
   registerRegistryRoutes(app, deps);
   await app.ready();
   return app;
+}
+
+/**
+ * Node's limits on a request's arrival: the head within `headersTimeout` (slowloris
+ * connections, which trickle header bytes to hold a socket, are closed with 408), the
+ * whole request within twice that (the API takes no request bodies). Node checks for
+ * expired requests every `connectionsCheckingInterval` (30 s by default, which would let
+ * a slow head live 30 s past its limit), so here at most every second.
+ */
+function serverTimeouts(headersTimeoutMs: number) {
+  return {
+    headersTimeout: headersTimeoutMs,
+    requestTimeout: 2 * headersTimeoutMs,
+    connectionsCheckingInterval: Math.min(headersTimeoutMs, 1000),
+  } as const;
 }
 
 /** The PEM pair, read once at start-up: a missing or unreadable file fails the start, not a request. */

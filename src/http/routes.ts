@@ -6,7 +6,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from '../log.js';
 import { RegistryError } from '../oci/errors.js';
 import { parseApiPath, routeName, type ApiPath, type Route } from '../oci/path.js';
-import { acceptsManifest, parseAccept } from '../oci/media-types.js';
+import { acceptsManifest, parseAccept, parseRefused } from '../oci/media-types.js';
 import { parseRange } from '../oci/range.js';
 import type { BlobResult, ManifestResult } from '../mirror/mirror.js';
 import type { AppDeps } from './app.js';
@@ -37,11 +37,11 @@ interface RouteDeps extends AppDeps {
 function createAcceptCheck(): RouteDeps['accepts'] {
   const known = new LRUCache<string, boolean>({ max: KNOWN_ACCEPT_ANSWERS });
   return (header, mediaType) => {
-    if (typeof header !== 'string') return acceptsManifest(parseAccept(header), mediaType);
+    if (typeof header !== 'string') return acceptsManifest(parseAccept(header), mediaType, parseRefused(header));
     const key = `${mediaType}\n${header}`;
     let accepted = known.get(key);
     if (accepted === undefined) {
-      accepted = acceptsManifest(parseAccept(header), mediaType);
+      accepted = acceptsManifest(parseAccept(header), mediaType, parseRefused(header));
       known.set(key, accepted);
     }
     return accepted;
@@ -72,8 +72,10 @@ async function serve(deps: RouteDeps, request: FastifyRequest, reply: FastifyRep
     case 'base':
       return reply.headers(API_VERSION_HEADER).type('application/json').send(method === 'HEAD' ? undefined : '{}');
     case 'push':
-    case 'catalog':
       throw unsupported();
+    case 'catalog':
+      // A mirror knows only what clients happened to pull, not what its upstreams hold.
+      throw new RegistryError('UNSUPPORTED', 'this is a pull-through mirror: it has no catalog of repositories');
     default:
       break;
   }
@@ -96,6 +98,9 @@ async function serveContent(
     case 'manifest': {
       const result = await mirror.getManifest(route, api.reference, method);
       request.facts.outcome = result.outcome;
+      // Distribution answers a stored type the client does not accept with MANIFEST_UNKNOWN
+      // (registry/handlers/manifests.go, GetManifest: "OCI manifest found, but accept header
+      // does not support OCI manifests"); so do we, for unlisted and `q=0` types alike.
       if (!deps.accepts(request.headers.accept, result.mediaType)) {
         throw new RegistryError('MANIFEST_UNKNOWN', `manifest is ${result.mediaType}, which the request does not accept`);
       }

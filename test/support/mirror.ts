@@ -15,6 +15,8 @@ export interface MirrorInput {
   readonly offline?: boolean;
   readonly store?: Record<string, unknown>;
   readonly clientAuth?: Record<string, unknown>;
+  /** Merged into the harness's listen section (host and port stay the harness's). */
+  readonly listen?: Record<string, unknown>;
 }
 
 export interface MirrorHandle {
@@ -27,7 +29,7 @@ export interface MirrorHandle {
 
 function fileConfig(input: MirrorInput, storeDir: string, port: number, level = 'silent'): Record<string, unknown> {
   return {
-    listen: { host: '127.0.0.1', port },
+    listen: { ...input.listen, host: '127.0.0.1', port },
     store: { path: storeDir, ...input.store },
     log: { level },
     defaultUpstream: input.defaultUpstream ?? Object.keys(input.upstreams)[0],
