@@ -37,6 +37,18 @@ export interface RequestFacts {
   kind?: string;
   upstream?: string;
   outcome?: string;
+  /** A blob body in transit: its access line waits for the end of the transfer. */
+  transfer?: Transfer;
+}
+
+/** How a blob transfer went, filled in as it goes. */
+export interface Transfer {
+  /** Body bytes the client's socket took. */
+  bytes: number;
+  /** The whole body was sent. */
+  completed: boolean;
+  /** Why a transfer broke: the client left, the upstream or store failed, the server shut down. */
+  reason?: 'client' | 'upstream' | 'store' | 'shutdown';
 }
 
 declare module 'fastify' {
@@ -76,9 +88,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // queries), so it skips pino's redaction, which cost more than the rest of the line:
   // 12 → 4.7 µs a line, +30 % manifest hits/s once manifests are served from memory.
   const accessLog = deps.log.child({}, { redact: { paths: [] } });
-  app.addHook('onResponse', (request, reply, done) => {
+  const finished = (request: FastifyRequest, reply: FastifyReply): void => {
     logAccess(accessLog, request, reply);
     recordResponse(deps.metrics, request, reply);
+  };
+  app.addHook('onResponse', (request, reply, done) => {
+    // A blob transfer is finished when its response closes, however it ended (routes.ts).
+    if (request.facts.transfer === undefined) finished(request, reply);
     done();
   });
   app.setErrorHandler((err: FastifyError | RegistryError, request, reply) => sendError(err, request, reply, deps.log));
@@ -87,7 +103,7 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   warnIfAnonymous(auth, deps.upstreamsWithCredentials, deps.log);
   registerClientAuth(app, auth, deps.metrics);
   registerOps(app, deps);
-  registerRegistryRoutes(app, deps);
+  registerRegistryRoutes(app, deps, finished);
   await app.ready();
   return app;
 }
@@ -141,7 +157,7 @@ function toRegistryError(err: FastifyError | RegistryError): RegistryError {
 }
 
 function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): void {
-  const { kind, upstream, outcome } = request.facts;
+  const { kind, upstream, outcome, transfer } = request.facts;
   const length = reply.getHeader('content-length');
   log.info(
     {
@@ -151,8 +167,11 @@ function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): v
       upstream,
       outcome,
       status: reply.statusCode,
-      bytes: request.method === 'HEAD' ? 0 : Number(length ?? 0),
+      bytes: transfer?.bytes ?? (request.method === 'HEAD' ? 0 : Number(length ?? 0)),
+      // To the last byte, or to the break, for a blob.
       durationMs: Math.round(reply.elapsedTime),
+      completed: transfer?.completed,
+      reason: transfer?.reason,
     },
     'request',
   );
