@@ -102,12 +102,18 @@ export async function loadClientAuth(config: ClientAuthConfig | undefined, optio
     if (successes.get(key) === true) return OK;
     const retryAfterSeconds = throttle.retryAfter(address);
     if (retryAfterSeconds > 0) return { ok: false, reason: 'throttled', retryAfterSeconds };
-    const verdict = await verifications.run(key, async () => {
-      const found = await verify(authorization);
-      if (found.ok) successes.set(key, true);
-      return found;
-    }).promise;
-    if (!verdict.ok) throttle.failed(address);
+    const settle = throttle.begin(address);
+    const verdict = await verifications
+      .run(key, async () => {
+        const found = await verify(authorization);
+        if (found.ok) successes.set(key, true);
+        return found;
+      })
+      .promise.catch((err: unknown) => {
+        settle(false);
+        throw err;
+      });
+    settle(!verdict.ok);
     return verdict;
   }
 

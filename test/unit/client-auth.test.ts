@@ -33,7 +33,10 @@ describe('client auth verdicts', () => {
 
   it('shares one comparison between concurrent checks of one credential', async () => {
     const counted = countingCompare();
-    const auth = await loadClientAuth({ htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT }, { compare: counted.compare });
+    const auth = await loadClientAuth(
+      { htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT },
+      { compare: counted.compare },
+    );
     const verdicts = await Promise.all([1, 2, 3].map(() => auth.allowsRegistry(basic('alice', PASSWORD), '10.0.0.1')));
     expect(verdicts).toEqual([{ ok: true }, { ok: true }, { ok: true }]);
     expect(counted.calls).toEqual([aliceHash]);
@@ -42,7 +45,10 @@ describe('client auth verdicts', () => {
   it('keeps a success for five minutes, then verifies again', async () => {
     const clock = { t: 1_000_000 };
     const counted = countingCompare();
-    const auth = await loadClientAuth({ htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT }, { compare: counted.compare, now: () => clock.t });
+    const auth = await loadClientAuth(
+      { htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT },
+      { compare: counted.compare, now: () => clock.t },
+    );
     await expect(auth.allowsRegistry(basic('alice', PASSWORD), '10.0.0.1')).resolves.toEqual({ ok: true });
     clock.t += SUCCESS_TTL_MS - 1;
     await expect(auth.allowsRegistry(basic('alice', PASSWORD), '10.0.0.1')).resolves.toEqual({ ok: true });
@@ -54,7 +60,10 @@ describe('client auth verdicts', () => {
 
   it('keeps no failure: the same wrong password is compared each time', async () => {
     const counted = countingCompare();
-    const auth = await loadClientAuth({ htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT }, { compare: counted.compare });
+    const auth = await loadClientAuth(
+      { htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT },
+      { compare: counted.compare },
+    );
     for (let i = 0; i < 3; i += 1) {
       await expect(auth.allowsRegistry(basic('alice', 'wrong'), '10.0.0.1')).resolves.toEqual({ ok: false, reason: 'bad_password' });
     }
@@ -63,7 +72,10 @@ describe('client auth verdicts', () => {
 
   it('compares an unknown user against a dummy hash of the same cost', async () => {
     const counted = countingCompare();
-    const auth = await loadClientAuth({ htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT }, { compare: counted.compare });
+    const auth = await loadClientAuth(
+      { htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT },
+      { compare: counted.compare },
+    );
     await expect(auth.allowsRegistry(basic('mallory', PASSWORD), '10.0.0.1')).resolves.toEqual({ ok: false, reason: 'unknown_user' });
     expect(counted.calls).toHaveLength(1);
     const [dummy = ''] = counted.calls;
@@ -73,7 +85,10 @@ describe('client auth verdicts', () => {
 
   it('tells malformed credentials apart and costs them no comparison', async () => {
     const counted = countingCompare();
-    const auth = await loadClientAuth({ htpasswdFile, tokens: [TOKEN], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT }, { compare: counted.compare });
+    const auth = await loadClientAuth(
+      { htpasswdFile, tokens: [TOKEN], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT },
+      { compare: counted.compare },
+    );
     await expect(auth.allowsRegistry('Digest abc', '10.0.0.1')).resolves.toEqual({ ok: false, reason: 'malformed' });
     await expect(auth.allowsRegistry(`Basic ${Buffer.from('no-colon').toString('base64')}`, '10.0.0.2')).resolves.toMatchObject({
       reason: 'malformed',
@@ -87,7 +102,10 @@ describe('client auth verdicts', () => {
   it('throttles an address past the failure limit before any comparison, until its window ends', async () => {
     const clock = { t: 1_000_000 };
     const counted = countingCompare();
-    const auth = await loadClientAuth({ htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT }, { compare: counted.compare, now: () => clock.t });
+    const auth = await loadClientAuth(
+      { htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: FAILURE_LIMIT },
+      { compare: counted.compare, now: () => clock.t },
+    );
     for (let i = 0; i < FAILURE_LIMIT; i += 1) {
       await expect(auth.allowsRegistry(basic('alice', `guess-${i}`), '10.0.0.9')).resolves.toMatchObject({ reason: 'bad_password' });
     }
@@ -99,6 +117,29 @@ describe('client auth verdicts', () => {
     await expect(auth.allowsRegistry(basic('alice', PASSWORD), '10.0.0.10')).resolves.toEqual({ ok: true });
     clock.t += FAILURE_WINDOW_MS;
     await expect(auth.allowsRegistry(basic('alice', 'guess-again'), '10.0.0.9')).resolves.toMatchObject({ reason: 'bad_password' });
+  });
+});
+
+describe('client auth throttling of a burst', () => {
+  it('counts checks in progress against the limit, so a burst from one address costs at most the limit', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-client-auth-burst-'));
+    try {
+      const htpasswdFile = join(dir, 'htpasswd');
+      await writeFile(htpasswdFile, `alice:${bcrypt.hashSync(PASSWORD, 4)}\n`);
+      const counted = countingCompare();
+      const auth = await loadClientAuth(
+        { htpasswdFile, tokens: [], realm: 'oci-mirror', failedLoginsPerMinute: 4 },
+        { compare: counted.compare },
+      );
+      const verdicts = await Promise.all(
+        Array.from({ length: 10 }, (_, i) => auth.allowsRegistry(basic('alice', `burst-${i}`), '10.0.0.7')),
+      );
+      expect(verdicts.filter((v) => !v.ok && v.reason === 'bad_password')).toHaveLength(4);
+      expect(verdicts.filter((v) => !v.ok && v.reason === 'throttled')).toHaveLength(6);
+      expect(counted.calls).toHaveLength(4);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
   });
 });
 
