@@ -109,7 +109,29 @@ describe('hostile clients', () => {
     // Each was closed while its head was still incomplete.
     for (const r of results) expect(r.bytesSent).toBeLessThan(r.headLength);
   });
+
+  it('leaves an idle keep-alive connection alone past headersTimeout: the limit is on a request head, not on idling', async () => {
+    const socket = connect(port, '127.0.0.1');
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    let closed = false;
+    socket.on('close', () => (closed = true));
+    const answers = (): string[] => received.match(/HTTP\/1\.1 \d+/g) ?? [];
+    const request = `GET /healthz HTTP/1.1\r\nHost: mirror.test\r\n\r\n`;
+    socket.write(request);
+    await until(() => answers().length === 1);
+    // Idle for several times headersTimeout (500 ms) and several of Node's checks, then ask again.
+    await new Promise((resolve) => setTimeout(resolve, 4 * 1000));
+    socket.write(request);
+    await until(() => answers().length >= 2 || closed);
+    socket.destroy();
+    expect(answers()).toEqual(['HTTP/1.1 200', 'HTTP/1.1 200']);
+  });
 });
+
+async function until(done: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !done(); i++) await new Promise((resolve) => setTimeout(resolve, 10));
+}
 
 /**
  * Sends a request head one byte every 50 ms until the server closes the connection or
