@@ -33,15 +33,22 @@ const SECONDS = Number(values.seconds);
 const RATE = Number(values.rate);
 const PORT = Number(values.port);
 const PASSWORD = 'bench-Pa55word';
-const MANIFEST = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: {}, layers: [] }));
+const MANIFEST = Buffer.from(
+  JSON.stringify({ schemaVersion: 2, mediaType: 'application/vnd.oci.image.manifest.v1+json', config: {}, layers: [] }),
+);
 const DIGEST = `sha256:${createHash('sha256').update(MANIFEST).digest('hex')}`;
-const basic = (/** @type {string} */ user, /** @type {string} */ password) => `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
+const basic = (/** @type {string} */ user, /** @type {string} */ password) =>
+  `Basic ${Buffer.from(`${user}:${password}`).toString('base64')}`;
 
 /** @returns {Promise<import('node:http').Server>} */
 async function startUpstream() {
   const server = createServer((req, res) => {
     if (req.url?.startsWith('/v2/bench/app/manifests/')) {
-      res.writeHead(200, { 'content-type': 'application/vnd.oci.image.manifest.v1+json', 'docker-content-digest': DIGEST, 'content-length': MANIFEST.length });
+      res.writeHead(200, {
+        'content-type': 'application/vnd.oci.image.manifest.v1+json',
+        'docker-content-digest': DIGEST,
+        'content-length': MANIFEST.length,
+      });
       res.end(req.method === 'HEAD' ? undefined : MANIFEST);
     } else {
       res.writeHead(404).end();
@@ -59,10 +66,13 @@ async function startUpstream() {
 function get(path, authorization, via) {
   const started = process.hrtime.bigint();
   return new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port: PORT, path, headers: { authorization, accept: 'application/vnd.oci.image.manifest.v1+json' }, ...via }, (res) => {
-      res.resume();
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
-    });
+    const req = request(
+      { host: '127.0.0.1', port: PORT, path, headers: { authorization, accept: 'application/vnd.oci.image.manifest.v1+json' }, ...via },
+      (res) => {
+        res.resume();
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, ms: Number(process.hrtime.bigint() - started) / 1e6 }));
+      },
+    );
     req.on('error', reject);
     req.end();
   });
@@ -93,7 +103,10 @@ async function phase(storm) {
       : setInterval(() => {
           for (let i = 0; i < RATE; i++) {
             const localAddress = storm === 'spread' ? `127.0.${Math.floor((i + 2) / 250)}.${((i + 2) % 250) + 2}` : '127.0.0.1';
-            const guess = get('/v2/bench/app/manifests/v1', basic('alice', `guess-${storm}-${sent++}`), { localAddress, agent: false }).then(
+            const guess = get('/v2/bench/app/manifests/v1', basic('alice', `guess-${storm}-${sent++}`), {
+              localAddress,
+              agent: false,
+            }).then(
               (r) => (guesses[r.status] = (guesses[r.status] ?? 0) + 1),
               () => (guesses[0] = (guesses[0] ?? 0) + 1),
             );
@@ -129,7 +142,11 @@ async function main() {
       clientAuth: { htpasswdFile: join(dir, 'htpasswd') },
     }),
   );
-  const child = spawn(process.execPath, [join(values.dist, 'main.js'), 'serve', '--config', join(dir, 'mirror.config.json')], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const child = spawn(process.execPath, [join(values.dist, 'main.js'), 'serve', '--config', join(dir, 'mirror.config.json')], {
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  // A bench stopped early (Ctrl-C, a timeout) takes its mirror with it.
+  process.once('exit', () => child.kill('SIGKILL'));
   try {
     await new Promise((resolve, reject) => {
       child.stdout.on('data', (/** @type {Buffer} */ chunk) => chunk.toString().includes('mirror listening') && resolve(undefined));
@@ -140,7 +157,9 @@ async function main() {
     for (const storm of /** @type {const} */ (['none', 'spread', 'single'])) {
       const r = await phase(storm);
       const fmt = (/** @type {number} */ n) => n.toFixed(1).padStart(7);
-      console.log(`  storm ${r.storm.padEnd(6)} n=${String(r.requests).padStart(6)}  p50 ${fmt(r.p50)}  p99 ${fmt(r.p99)}  max ${fmt(r.max)}  guesses by status ${JSON.stringify(r.guesses)}`);
+      console.log(
+        `  storm ${r.storm.padEnd(6)} n=${String(r.requests).padStart(6)}  p50 ${fmt(r.p50)}  p99 ${fmt(r.p99)}  max ${fmt(r.max)}  guesses by status ${JSON.stringify(r.guesses)}`,
+      );
     }
   } finally {
     child.kill('SIGTERM');
