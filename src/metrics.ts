@@ -26,6 +26,8 @@ export type ByteSource = 'cache' | 'upstream';
  * not share a relay already under way.
  */
 export type RelayReason = 'too_large' | 'disk_full' | 'store_unwritable' | 'unshared';
+export const AUTH_FAILURE_REASONS = ['unknown_user', 'bad_password', 'throttled', 'malformed'] as const;
+export type AuthFailureReason = (typeof AUTH_FAILURE_REASONS)[number];
 
 export interface Metrics {
   readonly registry: Registry;
@@ -57,6 +59,7 @@ export interface Metrics {
   readonly cacheWriteFailures: Counter;
   readonly evictions: Counter<'reason'>;
   readonly offlineMisses: Counter<'kind'>;
+  readonly authFailures: Counter<'reason'>;
   readonly contentType: string;
   /** Where `oci_mirror_ready` and `oci_mirror_degraded` read their state at each scrape. */
   watchReadiness(read: () => ReadinessState): void;
@@ -150,6 +153,12 @@ function requestMetrics(registers: Registers) {
       name: 'oci_mirror_offline_misses_total',
       help: 'Requests an offline mirror could not answer from its store (what to warm or import next), by kind.',
       labelNames: ['kind'],
+      registers,
+    }),
+    authFailures: new Counter({
+      name: 'oci_mirror_auth_failures_total',
+      help: 'Registry API requests refused for their credentials (clientAuth), by reason: unknown_user, bad_password, throttled, malformed.',
+      labelNames: ['reason'],
       registers,
     }),
   };
@@ -342,6 +351,7 @@ function startAtZero(m: Metrics, upstreams: readonly string[]): void {
   }
   for (const result of ['committed', 'relayed', 'aborted']) m.fills.inc({ result }, 0);
   for (const reason of ['size', 'ttl', 'damaged']) m.evictions.inc({ reason }, 0);
+  for (const reason of AUTH_FAILURE_REASONS) m.authFailures.inc({ reason }, 0);
   for (const upstream of upstreams) {
     m.upstreamBytes.inc({ upstream }, 0);
     m.staleServed.inc({ upstream }, 0);

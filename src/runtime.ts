@@ -67,6 +67,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       upstreamsWithCredentials: Object.values(config.upstreams).filter((u) => u.credentials).map((u) => u.name),
       tls: config.listen.tls,
       limits: config.listen,
+      headersTimeoutMs: config.listen.headersTimeoutMs,
     });
   } catch (err) {
     // A start that fails (a bad htpasswd or TLS file) leaves no lock or temp area behind.

@@ -32,7 +32,7 @@ export function resolveRepositoryRules(at: Problems, rules: RepositoryRules, pat
 
 export function resolveClientAuth(at: Problems, file: NonNullable<ConfigFile['clientAuth']>): ClientAuthConfig {
   const path = 'clientAuth';
-  const { htpasswdFile, tokensEnv, metricsTokenEnv, realm } = file;
+  const { htpasswdFile, tokensEnv, metricsTokenEnv, realm, failedLoginsPerMinute } = file;
   const tokens = tokensEnv === undefined ? [] : readTokens(at, tokensEnv, `${path}.tokensEnv`);
   const metricsToken = metricsTokenEnv === undefined ? undefined : readTokens(at, metricsTokenEnv, `${path}.metricsTokenEnv`)[0];
   if (/["\\\x00-\x1f\x7f]/.test(realm)) at.report(`${path}.realm`, `expected no quotes, backslashes or control characters, got ${describeValue(realm)}`);
@@ -44,6 +44,7 @@ export function resolveClientAuth(at: Problems, file: NonNullable<ConfigFile['cl
     tokens,
     ...(metricsToken === undefined ? {} : { metricsToken }),
     realm,
+    failedLoginsPerMinute,
   };
 }
 

@@ -15,6 +15,7 @@ export interface ConfigFile {
       readonly keyFile: string;
     };
     readonly drainTimeout: string;
+    readonly headersTimeout: string;
   };
   readonly store: {
     readonly path: string;
@@ -49,6 +50,7 @@ export interface ConfigFile {
     readonly tokensEnv?: string;
     readonly metricsTokenEnv?: string;
     readonly realm: string;
+    readonly failedLoginsPerMinute: number;
   };
   readonly log: {
     readonly level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';

@@ -52,8 +52,12 @@ export function resolveConfig(file: ConfigFile, env: Env): { readonly config: Co
 }
 
 function resolveListen(at: Problems, listen: ConfigFile['listen']): Config['listen'] {
-  const { drainTimeout, ...rest } = listen;
-  return { ...rest, drainTimeoutMs: toMs(at, drainTimeout, 'listen.drainTimeout', 0) };
+  const { drainTimeout, headersTimeout, ...rest } = listen;
+  return {
+    ...rest,
+    drainTimeoutMs: toMs(at, drainTimeout, 'listen.drainTimeout', 0),
+    headersTimeoutMs: toMs(at, headersTimeout, 'listen.headersTimeout', 1),
+  };
 }
 
 /** Units are checked by the schema's patterns; what is left is a value too large, or rounded to 0. */

@@ -14,8 +14,10 @@ export type Config = Omit<ConfigFile, '$schema' | 'listen' | 'store' | 'upstream
   readonly clientAuth?: ClientAuthConfig;
 };
 
-export type ListenConfig = Omit<ConfigFile['listen'], 'drainTimeout'> & {
+export type ListenConfig = Omit<ConfigFile['listen'], 'drainTimeout' | 'headersTimeout'> & {
   readonly drainTimeoutMs: number;
+  /** How long a connection may take to send a request head before it is closed. */
+  readonly headersTimeoutMs: number;
 };
 
 export type StoreConfig = Omit<ConfigFile['store'], 'maxSize' | 'idleTtl' | 'pins'> & {

@@ -30,6 +30,8 @@ export interface AppDeps {
   /** PEM files to serve HTTPS from; plain HTTP when undefined. */
   readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
   readonly limits: ClientLimits;
+  /** Time a connection has to send a request head (config `listen.headersTimeout`). */
+  readonly headersTimeoutMs: number;
 }
 
 /** What the handlers learn about a request, for its one access-log line. */
@@ -37,6 +39,18 @@ export interface RequestFacts {
   kind?: string;
   upstream?: string;
   outcome?: string;
+  /** A blob body in transit: its access line waits for the end of the transfer. */
+  transfer?: Transfer;
+}
+
+/** How a blob transfer went, filled in as it goes. */
+export interface Transfer {
+  /** Body bytes the client's socket took. */
+  bytes: number;
+  /** The whole body was sent. */
+  completed: boolean;
+  /** Why a transfer broke: the client left, the upstream or store failed, the server shut down. */
+  reason?: 'client' | 'upstream' | 'store' | 'shutdown';
 }
 
 declare module 'fastify' {
@@ -47,11 +61,16 @@ declare module 'fastify' {
 
 /** Builds the HTTP app; `listen()` is the serve command's business. */
 export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
+  const timeouts = serverTimeouts(deps.headersTimeoutMs);
+  const tls = await readTls(deps.tls);
   const app = fastify({
     // HTTPS when configured, else plain HTTP; HTTP/1.1 either way, with fastify's
     // keep-alive (72 s idle). Not HTTP/2: a failed blob transfer is signalled by
     // destroying its socket, which under HTTP/2 would end every stream on the connection.
-    https: await readTls(deps.tls),
+    https: tls === null ? null : { ...tls, ...timeouts },
+    // Plain HTTP's server options (fastify's `http`, not in the type of its HTTPS overload).
+    ...(tls === null ? { http: timeouts } : {}),
+    requestTimeout: timeouts.requestTimeout,
     // Access lines are ours (one per request, with cache facts); fastify's own are off.
     logger: false,
     exposeHeadRoutes: false,
@@ -71,9 +90,13 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   // queries), so it skips pino's redaction, which cost more than the rest of the line:
   // 12 → 4.7 µs a line, +30 % manifest hits/s once manifests are served from memory.
   const accessLog = deps.log.child({}, { redact: { paths: [] } });
-  app.addHook('onResponse', (request, reply, done) => {
+  const finished = (request: FastifyRequest, reply: FastifyReply): void => {
     logAccess(accessLog, request, reply);
     recordResponse(deps.metrics, request, reply);
+  };
+  app.addHook('onResponse', (request, reply, done) => {
+    // A blob transfer is finished when its response closes, however it ended (routes.ts).
+    if (request.facts.transfer === undefined) finished(request, reply);
     done();
   });
   app.setErrorHandler((err: FastifyError | RegistryError, request, reply) => sendError(err, request, reply, deps.log));
@@ -81,11 +104,26 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
   registerLimits(app, deps.limits, deps.metrics);
   const auth = await loadClientAuth(deps.clientAuth);
   warnIfAnonymous(auth, deps.upstreamsWithCredentials, deps.log);
-  registerClientAuth(app, auth);
+  registerClientAuth(app, auth, deps.metrics);
   registerOps(app, deps);
-  registerRegistryRoutes(app, deps);
+  registerRegistryRoutes(app, deps, finished);
   await app.ready();
   return app;
+}
+
+/**
+ * Node's limits on a request's arrival: the head within `headersTimeout` (slowloris
+ * connections, which trickle header bytes to hold a socket, are closed with 408), the
+ * whole request within twice that (the API takes no request bodies). Node checks for
+ * expired requests every `connectionsCheckingInterval` (30 s by default, which would let
+ * a slow head live 30 s past its limit), so here at most every second.
+ */
+function serverTimeouts(headersTimeoutMs: number) {
+  return {
+    headersTimeout: headersTimeoutMs,
+    requestTimeout: 2 * headersTimeoutMs,
+    connectionsCheckingInterval: Math.min(headersTimeoutMs, 1000),
+  } as const;
 }
 
 /** The PEM pair, read once at start-up: a missing or unreadable file fails the start, not a request. */
@@ -122,7 +160,7 @@ function toRegistryError(err: FastifyError | RegistryError): RegistryError {
 }
 
 function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): void {
-  const { kind, upstream, outcome } = request.facts;
+  const { kind, upstream, outcome, transfer } = request.facts;
   const length = reply.getHeader('content-length');
   log.info(
     {
@@ -132,8 +170,11 @@ function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): v
       upstream,
       outcome,
       status: reply.statusCode,
-      bytes: request.method === 'HEAD' ? 0 : Number(length ?? 0),
+      bytes: transfer?.bytes ?? (request.method === 'HEAD' ? 0 : Number(length ?? 0)),
+      // To the last byte, or to the break, for a blob.
       durationMs: Math.round(reply.elapsedTime),
+      completed: transfer?.completed,
+      reason: transfer?.reason,
     },
     'request',
   );

@@ -1,15 +1,12 @@
-import { pipeline } from 'node:stream/promises';
 import type { ServerResponse } from 'node:http';
-import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { LRUCache } from 'lru-cache';
-import type { Logger } from '../log.js';
 import { RegistryError } from '../oci/errors.js';
 import { parseApiPath, routeName, type ApiPath, type Route } from '../oci/path.js';
-import { acceptsManifest, parseAccept } from '../oci/media-types.js';
+import { acceptsManifest, parseAccept, parseRefused } from '../oci/media-types.js';
 import { parseRange } from '../oci/range.js';
 import type { BlobResult, ManifestResult } from '../mirror/mirror.js';
-import type { AppDeps } from './app.js';
+import type { AppDeps, Transfer } from './app.js';
 import { API_VERSION_HEADER } from './headers.js';
 
 const API_VERSION_NAME = 'docker-distribution-api-version';
@@ -26,6 +23,8 @@ const BLOB_HEADERS = {
 
 /** What the handlers use: the app's dependencies and what they keep between requests. */
 interface RouteDeps extends AppDeps {
+  /** Writes the access line and records the response; for blobs, when the transfer ends. */
+  readonly finished: (request: FastifyRequest, reply: FastifyReply) => void;
   readonly accepts: (header: string | string[] | undefined, mediaType: string) => boolean;
 }
 
@@ -37,11 +36,11 @@ interface RouteDeps extends AppDeps {
 function createAcceptCheck(): RouteDeps['accepts'] {
   const known = new LRUCache<string, boolean>({ max: KNOWN_ACCEPT_ANSWERS });
   return (header, mediaType) => {
-    if (typeof header !== 'string') return acceptsManifest(parseAccept(header), mediaType);
+    if (typeof header !== 'string') return acceptsManifest(parseAccept(header), mediaType, parseRefused(header));
     const key = `${mediaType}\n${header}`;
     let accepted = known.get(key);
     if (accepted === undefined) {
-      accepted = acceptsManifest(parseAccept(header), mediaType);
+      accepted = acceptsManifest(parseAccept(header), mediaType, parseRefused(header));
       known.set(key, accepted);
     }
     return accepted;
@@ -49,8 +48,8 @@ function createAcceptCheck(): RouteDeps['accepts'] {
 }
 
 /** The pull side of the distribution API under /v2/; push and delete answer 405. */
-export function registerRegistryRoutes(app: FastifyInstance, appDeps: AppDeps): void {
-  const deps: RouteDeps = { ...appDeps, accepts: createAcceptCheck() };
+export function registerRegistryRoutes(app: FastifyInstance, appDeps: AppDeps, finished: RouteDeps['finished']): void {
+  const deps: RouteDeps = { ...appDeps, finished, accepts: createAcceptCheck() };
   const handle = (request: FastifyRequest, reply: FastifyReply) => serve(deps, request, reply);
   app.route({ method: ['GET', 'HEAD'], url: '/v2', handler: handle });
   app.route({ method: ['GET', 'HEAD'], url: '/v2/*', handler: handle });
@@ -72,8 +71,10 @@ async function serve(deps: RouteDeps, request: FastifyRequest, reply: FastifyRep
     case 'base':
       return reply.headers(API_VERSION_HEADER).type('application/json').send(method === 'HEAD' ? undefined : '{}');
     case 'push':
-    case 'catalog':
       throw unsupported();
+    case 'catalog':
+      // A mirror knows only what clients happened to pull, not what its upstreams hold.
+      throw new RegistryError('UNSUPPORTED', 'this is a pull-through mirror: it has no catalog of repositories');
     default:
       break;
   }
@@ -96,6 +97,9 @@ async function serveContent(
     case 'manifest': {
       const result = await mirror.getManifest(route, api.reference, method);
       request.facts.outcome = result.outcome;
+      // Distribution answers a stored type the client does not accept with MANIFEST_UNKNOWN
+      // (registry/handlers/manifests.go, GetManifest: "OCI manifest found, but accept header
+      // does not support OCI manifests"); so do we, for unlisted and `q=0` types alike.
       if (!deps.accepts(request.headers.accept, result.mediaType)) {
         throw new RegistryError('MANIFEST_UNKNOWN', `manifest is ${result.mediaType}, which the request does not accept`);
       }
@@ -111,7 +115,7 @@ async function serveContent(
       }
       const result = await mirror.getBlob(route, api.digest, parseRange(headerValue(request.headers.range)));
       request.facts.outcome = result.outcome;
-      return sendBlob(reply, result, deps.log);
+      return sendBlob(deps, request, reply, result);
     }
     case 'tags':
     case 'referrers': {
@@ -138,10 +142,11 @@ function sendManifest(reply: FastifyReply, result: ManifestResult, method: 'GET'
 /**
  * Blob bodies bypass fastify's send path: headers are flushed at once, before the first
  * byte exists (containerd ≥ 2.3 gives up after 30 s without headers), and the body is
- * piped with backpressure. After the headers, a failure can only break the transfer:
- * pipeline() destroys the socket, so a client never sees a clean short body.
+ * written with backpressure. After the headers, a failure can only break the transfer:
+ * the socket is destroyed, so a client never sees a clean short body. The access line is
+ * written when the response closes, with the bytes the socket took (`Transfer`).
  */
-function sendBlob(reply: FastifyReply, result: BlobResult, log: Logger): FastifyReply {
+function sendBlob(deps: RouteDeps, request: FastifyRequest, reply: FastifyReply, result: BlobResult): FastifyReply {
   const headers: Record<string, string> = { ...BLOB_HEADERS, ...digestHeaders(result.digest) };
   const { range, sizeBytes } = result;
   if (range) {
@@ -150,32 +155,49 @@ function sendBlob(reply: FastifyReply, result: BlobResult, log: Logger): Fastify
   } else if (sizeBytes !== undefined) {
     headers['content-length'] = String(sizeBytes);
   }
+  const transfer: Transfer = { bytes: 0, completed: false };
+  request.facts.transfer = transfer;
   reply.hijack();
   const res = reply.raw;
+  res.once('close', () => {
+    transfer.completed = res.writableFinished;
+    if (!transfer.completed) transfer.reason ??= request.server.server.listening ? 'client' : 'shutdown';
+    // A client that leaves lets go of its reader at once, not at the next chunk.
+    result.body.destroy();
+    deps.finished(request, reply);
+  });
   res.writeHead(range ? 206 : 200, headers);
   res.flushHeaders();
-  const sending = result.recycle ? writeRecycling(result.body, res, result.recycle) : pipeline(result.body, res);
-  sending.catch((err: unknown) => {
+  writeBody(result, res, transfer).catch((err: unknown) => {
     if ((err as NodeJS.ErrnoException).code !== 'ERR_STREAM_PREMATURE_CLOSE') {
-      log.warn({ err, digest: result.digest }, 'blob transfer broken');
+      deps.log.warn({ err, digest: result.digest }, 'blob transfer broken');
     }
   });
   return reply;
 }
 
 /**
- * pipeline() with one difference: each chunk is handed back (`recycle`) when the socket
- * has taken it, so the reader can read the next one into the same memory. Backpressure
- * as pipeline: wait for 'drain'. A failure on either side destroys both.
+ * pipeline() with two differences: bytes are counted as the socket takes them (each
+ * write's callback), and each chunk is handed back (`recycle`) then, so the reader can
+ * read the next one into the same memory. Backpressure as pipeline: wait for 'drain'.
+ * A failure on either side destroys both; one of the body's own is the source's fault.
  */
-async function writeRecycling(body: Readable, res: ServerResponse, recycle: (chunk: Buffer) => void): Promise<void> {
+async function writeBody(result: BlobResult, res: ServerResponse, transfer: Transfer): Promise<void> {
+  const { body, recycle, served } = result;
   try {
     for await (const chunk of body as AsyncIterable<Buffer>) {
       if (res.destroyed) throw Object.assign(new Error('client went away'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
-      if (!res.write(chunk, (err) => (err ? undefined : recycle(chunk)))) await drained(res);
+      const taken = (err: Error | null | undefined): void => {
+        if (err) return;
+        transfer.bytes += chunk.length;
+        served(chunk.length);
+        recycle?.(chunk);
+      };
+      if (!res.write(chunk, taken)) await drained(res);
     }
     res.end();
   } catch (err) {
+    if (!res.destroyed) transfer.reason ??= result.outcome === 'hit' ? 'store' : 'upstream';
     body.destroy();
     res.destroy();
     throw err;

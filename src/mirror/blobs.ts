@@ -42,6 +42,12 @@ export interface BlobResult {
   readonly body: Readable;
   /** Hands a chunk of `body` back for reuse once it has left the process (cache hits). */
   readonly recycle?: (chunk: Buffer) => void;
+  /**
+   * Counts body bytes as they reach the client (`served_bytes_total`, bandwidth saved):
+   * the HTTP layer calls it as the socket takes them, so a broken transfer counts what
+   * was sent, not what was read.
+   */
+  readonly served: (bytes: number) => void;
   readonly outcome: 'hit' | 'miss' | 'coalesced';
 }
 
@@ -124,16 +130,11 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     if (blob.sizeBytes === 0) {
       // createReadStream would read one byte for end 0; an empty blob has none.
       await blob.handle.close();
-      return { digest, sizeBytes: 0, range, body: Readable.from([]) };
+      return { digest, sizeBytes: 0, range, body: Readable.from([]), served: countBytes('cache') };
     }
     const stream = new StoreReader(blob.handle, range?.start ?? 0, range?.end ?? blob.sizeBytes - 1);
-    const count = countBytes('cache');
-    const release = index.use(digest);
-    stream.on('close', () => {
-      release();
-      count(stream.bytesRead);
-    });
-    return { digest, sizeBytes: blob.sizeBytes, range, body: stream, recycle: (chunk) => stream.recycle(chunk) };
+    stream.on('close', index.use(digest));
+    return { digest, sizeBytes: blob.sizeBytes, range, body: stream, recycle: (chunk) => stream.recycle(chunk), served: countBytes('cache') };
   }
 
   /** Reads from a flight as its source grows; the store once the source is done with. */
@@ -147,10 +148,11 @@ export function createBlobs(deps: MirrorDeps): Blobs {
 
   function readFrom(source: Source, digest: Digest, spec: RangeSpec | undefined, from: FillSource): Served {
     const range = spec && source.sizeBytes !== undefined ? resolveRange(spec, source.sizeBytes) : undefined;
-    const body = source.openReader(range, from, countBytes(from));
+    // Bytes are counted as they reach the client (`served`), not as the reader reads them.
+    const body = source.openReader(range, from, () => undefined);
     metrics.fillWaiters.inc();
     body.once('close', () => metrics.fillWaiters.dec());
-    return { digest, sizeBytes: source.sizeBytes, range, body };
+    return { digest, sizeBytes: source.sizeBytes, range, body, served: countBytes(from) };
   }
 
   function startFlight(route: Route, digest: Digest): Flight {

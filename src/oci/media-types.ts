@@ -25,19 +25,36 @@ export const MANIFEST_ACCEPT: readonly string[] = [
 /**
  * Parses Accept as a list. Docker and containers/image send one header line per type,
  * which Node joins with ", "; containerd sends one comma-joined line ending in `*\/*`.
- * Parameters (`;q=0.5`) are dropped: registries do not rank manifest types.
+ * Registries do not rank manifest types, so weights are dropped, except `q=0`, which
+ * means "not acceptable" (RFC 9110 §12.4.2): those types are left out here and listed
+ * by `parseRefused`.
  */
 export function parseAccept(header: string | readonly string[] | undefined): string[] {
+  return acceptEntries(header)
+    .filter((entry) => !entry.refused)
+    .map((entry) => entry.type);
+}
+
+/** The types an Accept header marks `q=0`: never to be served to that client. */
+export function parseRefused(header: string | readonly string[] | undefined): string[] {
+  return acceptEntries(header)
+    .filter((entry) => entry.refused)
+    .map((entry) => entry.type);
+}
+
+function acceptEntries(header: string | readonly string[] | undefined): { type: string; refused: boolean }[] {
   if (header === undefined) return [];
   const lines = typeof header === 'string' ? [header] : header;
-  const types: string[] = [];
+  const entries: { type: string; refused: boolean }[] = [];
   for (const line of lines) {
     for (const part of line.split(',')) {
-      const type = part.split(';', 1)[0]?.trim().toLowerCase();
-      if (type) types.push(type);
+      const [first = '', ...params] = part.split(';');
+      const type = first.trim().toLowerCase();
+      const q = params.map((p) => p.trim().toLowerCase()).find((p) => p.startsWith('q='));
+      if (type) entries.push({ type, refused: q !== undefined && Number(q.slice(2)) === 0 });
     }
   }
-  return types;
+  return entries;
 }
 
 /**
@@ -45,9 +62,14 @@ export function parseAccept(header: string | readonly string[] | undefined): str
  * a wildcard, or a list that names no manifest type at all (`curl -H 'Accept: a/b'`)
  * takes anything; a client that lists manifest types but not this one gets a clear
  * MANIFEST_UNKNOWN rather than bytes it cannot parse (we never convert manifests).
+ * A type the client `refused` (`q=0`) is never taken, nor anything it did not name
+ * once it refused a wildcard.
  */
-export function acceptsManifest(accepted: readonly string[], mediaType: string): boolean {
-  if (accepted.length === 0 || accepted.includes(mediaType)) return true;
+export function acceptsManifest(accepted: readonly string[], mediaType: string, refused: readonly string[] = []): boolean {
+  if (refused.includes(mediaType)) return false;
+  if (accepted.includes(mediaType)) return true;
+  if (refused.some((type) => type === '*/*' || type === 'application/*')) return false;
+  if (accepted.length === 0) return true;
   if (accepted.some((type) => type === '*/*' || type === 'application/*')) return true;
   return !accepted.some((type) => MANIFEST_ACCEPT.includes(type));
 }

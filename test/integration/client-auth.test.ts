@@ -60,7 +60,14 @@ describe('client authentication', () => {
           'a.test': { url: proxyA.url, auth: { username: 'mirror-a', passwordEnv: 'UPSTREAM_A', realms: [proxyA.realmOrigin] } },
           'b.test': { url: proxyB.url, auth: { username: 'mirror-b', passwordEnv: 'UPSTREAM_B', realms: [proxyB.realmOrigin] } },
         },
-        clientAuth: { htpasswdFile: join(dir, 'htpasswd'), tokensEnv: 'CLIENT_TOKENS', metricsTokenEnv: 'METRICS_TOKEN' },
+        // Every request here comes from 127.0.0.1 and many fail on purpose: no throttling
+        // (hostile-clients.test.ts tests it).
+        clientAuth: {
+          htpasswdFile: join(dir, 'htpasswd'),
+          tokensEnv: 'CLIENT_TOKENS',
+          metricsTokenEnv: 'METRICS_TOKEN',
+          failedLoginsPerMinute: 1000,
+        },
       },
       {
         env: { UPSTREAM_A: UPSTREAM_A_PASSWORD, UPSTREAM_B: UPSTREAM_B_PASSWORD, CLIENT_TOKENS: CLIENT_TOKEN, METRICS_TOKEN },

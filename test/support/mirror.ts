@@ -15,7 +15,7 @@ export interface MirrorInput {
   readonly offline?: boolean;
   readonly store?: Record<string, unknown>;
   readonly clientAuth?: Record<string, unknown>;
-  /** listen keys besides host and port: `drainTimeout`, the limits. */
+  /** Merged into the harness's listen section (host and port stay the harness's): `drainTimeout`, the limits. */
   readonly listen?: Record<string, unknown>;
 }
 

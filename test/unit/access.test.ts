@@ -142,6 +142,7 @@ describe('access configuration', () => {
       tokens: ['aaaaaaaaaaaaaaaa', 'bbbbbbbbbbbbbbbbbbbb'],
       metricsToken: 'mmmmmmmmmmmmmmmm',
       realm: 'oci-mirror',
+      failedLoginsPerMinute: 10,
     });
     expect(parseConfig({}, {}).clientAuth).toBeUndefined();
   });

@@ -36,7 +36,7 @@ const DEFAULT_POLICY = {
 describe('parseConfig defaults', () => {
   it('turns the empty file into the documented defaults, in ms and bytes', () => {
     const config = parseConfig({}, NO_ENV);
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 5000, maxConnections: 4096, maxRequestsPerClient: 64, drainTimeoutMs: 30_000 });
+    expect(config.listen).toEqual({ host: '0.0.0.0', port: 5000, maxConnections: 4096, maxRequestsPerClient: 64, drainTimeoutMs: 30_000, headersTimeoutMs: 10_000 });
     expect(config.store).toEqual({ path: './data', maxSizeBytes: 50 * 2 ** 30, idleTtlMs: 30 * 86_400_000, pins: [] });
     expect(config.defaultUpstream).toBe('docker.io');
     expect(config.offline).toBe(false);
@@ -79,7 +79,7 @@ describe('parseConfig merging', () => {
       { listen: { port: 6000 }, store: { maxSize: '1GB' }, log: { level: 'debug' }, upstreamDefaults: { timeouts: { connect: '1s' } } },
       NO_ENV,
     );
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 6000, maxConnections: 4096, maxRequestsPerClient: 64, drainTimeoutMs: 30_000 });
+    expect(config.listen).toEqual({ host: '0.0.0.0', port: 6000, maxConnections: 4096, maxRequestsPerClient: 64, drainTimeoutMs: 30_000, headersTimeoutMs: 10_000 });
     expect(config.store).toEqual({ path: './data', maxSizeBytes: 1e9, idleTtlMs: 30 * 86_400_000, pins: [] });
     expect(config.log.level).toBe('debug');
     expect(config.upstreams['quay.io']?.timeouts).toEqual({ connectMs: 1000, headersMs: 30_000, bodyMs: 30_000 });
@@ -134,6 +134,7 @@ describe('parseConfig merging', () => {
       maxRequestsPerClient: 64,
       tls: { certFile: 'c.pem', keyFile: 'k.pem' },
       drainTimeoutMs: 30_000,
+      headersTimeoutMs: 10_000,
     });
     expect(config.upstreams['localhost:5001']?.aliases).toEqual(['mirror.example.com']);
   });
@@ -181,7 +182,7 @@ describe('parseConfig validation', () => {
       'upstreams["docker.io"].mirror',
       'upstreams["docker.io"].auth.token',
     ]);
-    expect(problemsOf({ listen: { hots: 'x' } })).toEqual(['listen.hots: unknown key (allowed: host, port, maxConnections, maxRequestsPerClient, tls, drainTimeout)']);
+    expect(problemsOf({ listen: { hots: 'x' } })).toEqual(['listen.hots: unknown key (allowed: host, port, maxConnections, maxRequestsPerClient, tls, drainTimeout, headersTimeout)']);
   });
 
   it('keeps a __proto__ key an unknown key, not a prototype', () => {

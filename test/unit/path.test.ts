@@ -4,7 +4,7 @@ import { RegistryError } from '../../src/oci/errors.js';
 import { parseApiPath, routeName, type UpstreamTable } from '../../src/oci/path.js';
 import { isValidName } from '../../src/oci/reference.js';
 import { parseRange, resolveRange } from '../../src/oci/range.js';
-import { acceptsManifest, parseAccept } from '../../src/oci/media-types.js';
+import { acceptsManifest, parseAccept, parseRefused } from '../../src/oci/media-types.js';
 
 const table: UpstreamTable = {
   findUpstream: (host) =>
@@ -144,5 +144,17 @@ describe('Range and Accept', () => {
     expect(acceptsManifest(['a/one'], index)).toBe(true);
     expect(acceptsManifest([index], index)).toBe(true);
     expect(acceptsManifest(['application/vnd.docker.distribution.manifest.v2+json'], index)).toBe(false);
+  });
+
+  it('never serves a type the client marked q=0 (RFC 9110 §12.4.2)', () => {
+    const manifest = 'application/vnd.oci.image.manifest.v1+json';
+    const refuse = (header: string) => acceptsManifest(parseAccept(header), manifest, parseRefused(header));
+    expect(parseRefused(`${manifest};q=0, */*;Q=0.000, a/b;q=0.5`)).toEqual([manifest, '*/*']);
+    expect(refuse(`${manifest};q=0`)).toBe(false);
+    expect(refuse(`${manifest} ; q=0.0, */*`)).toBe(false);
+    expect(refuse(`application/vnd.oci.image.index.v1+json, */*;q=0`)).toBe(false);
+    expect(refuse(`${manifest};q=0.001`)).toBe(true);
+    expect(refuse(`${manifest}, */*;q=0`)).toBe(true);
+    expect(refuse(`application/vnd.oci.image.index.v1+json;q=0`)).toBe(true);
   });
 });
