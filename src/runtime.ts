@@ -62,6 +62,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       clientAuth: config.clientAuth,
       upstreamsWithCredentials: Object.values(config.upstreams).filter((u) => u.credentials).map((u) => u.name),
       tls: config.listen.tls,
+      front: config.front,
     });
   } catch (err) {
     // A start that fails (a bad htpasswd or TLS file) leaves no lock or temp area behind.

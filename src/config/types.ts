@@ -15,6 +15,9 @@ export type Config = Omit<ConfigFile, '$schema' | 'store' | 'upstreamDefaults' |
 
 export type ListenConfig = ConfigFile['listen'];
 
+/** A front proxy that sends stored blobs itself (config `front`). */
+export type FrontConfig = ConfigFile['front'];
+
 export type StoreConfig = Omit<ConfigFile['store'], 'maxSize' | 'idleTtl' | 'pins'> & {
   readonly maxSizeBytes: number;
   readonly idleTtlMs: number;

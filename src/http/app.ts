@@ -10,7 +10,7 @@ import { API_VERSION_HEADER } from './headers.js';
 import { recordResponse, registerOps, type Readiness } from './ops.js';
 import { answerClientError, answerFrameworkError, unrouted } from './protocol-errors.js';
 import { loadClientAuth, registerClientAuth, warnIfAnonymous } from './client-auth.js';
-import type { ClientAuthConfig } from '../config/types.js';
+import type { ClientAuthConfig, FrontConfig } from '../config/types.js';
 import { registerRegistryRoutes } from './routes.js';
 
 /** The built HTTP app, for callers outside http/ (fastify lives here only). */
@@ -28,6 +28,8 @@ export interface AppDeps {
   readonly upstreamsWithCredentials: readonly string[];
   /** PEM files to serve HTTPS from; plain HTTP when undefined. */
   readonly tls: { readonly certFile: string; readonly keyFile: string } | undefined;
+  /** With mode "nginx", stored blobs are answered with X-Accel-Redirect (config `front`). */
+  readonly front: FrontConfig;
 }
 
 /** What the handlers learn about a request, for its one access-log line. */
@@ -35,6 +37,8 @@ export interface RequestFacts {
   kind?: string;
   upstream?: string;
   outcome?: string;
+  /** `redirect`: a stored blob handed to the front proxy (config `front`), sent by it. */
+  front?: 'redirect';
 }
 
 declare module 'fastify' {
@@ -119,7 +123,7 @@ function toRegistryError(err: FastifyError | RegistryError): RegistryError {
 }
 
 function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): void {
-  const { kind, upstream, outcome } = request.facts;
+  const { kind, upstream, outcome, front } = request.facts;
   const length = reply.getHeader('content-length');
   log.info(
     {
@@ -128,6 +132,7 @@ function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): v
       kind,
       upstream,
       outcome,
+      ...(front === undefined ? {} : { front }),
       status: reply.statusCode,
       bytes: request.method === 'HEAD' ? 0 : Number(length ?? 0),
       durationMs: Math.round(reply.elapsedTime),

@@ -109,9 +109,12 @@ async function serveContent(
           .headers({ ...BLOB_HEADERS, ...digestHeaders(head.digest), 'content-length': String(head.sizeBytes) })
           .send();
       }
-      const result = await mirror.getBlob(route, api.digest, parseRange(headerValue(request.headers.range)));
+      const front = deps.front.mode === 'nginx';
+      const range = parseRange(headerValue(request.headers.range));
+      const result = await mirror.getBlob(route, api.digest, range, { handOff: front });
       request.facts.outcome = result.outcome;
-      return sendBlob(reply, result, deps.log);
+      if (result.handedOff !== undefined) return redirectToFront(reply, result, deps.front.internalPrefix);
+      return sendBlob(reply, result, deps.log, front);
     }
     case 'tags':
     case 'referrers': {
@@ -141,8 +144,11 @@ function sendManifest(reply: FastifyReply, result: ManifestResult, method: 'GET'
  * piped with backpressure. After the headers, a failure can only break the transfer:
  * pipeline() destroys the socket, so a client never sees a clean short body.
  */
-function sendBlob(reply: FastifyReply, result: BlobResult, log: Logger): FastifyReply {
+function sendBlob(reply: FastifyReply, result: BlobResult, log: Logger, front: boolean): FastifyReply {
   const headers: Record<string, string> = { ...BLOB_HEADERS, ...digestHeaders(result.digest) };
+  // Behind nginx, a body still being fetched must reach the client as it arrives, not once
+  // nginx has buffered it (ngx_http_proxy_module, "X-Accel-Buffering").
+  if (front) headers['x-accel-buffering'] = 'no';
   const { range, sizeBytes } = result;
   if (range) {
     headers['content-range'] = `bytes ${range.start}-${range.end}/${sizeBytes ?? '*'}`;
@@ -161,6 +167,22 @@ function sendBlob(reply: FastifyReply, result: BlobResult, log: Logger): Fastify
     }
   });
   return reply;
+}
+
+/**
+ * A stored blob, sent by nginx: an empty 200 whose X-Accel-Redirect names the file under
+ * the internal location over the store's blobs/sha256/ directory. nginx keeps
+ * Content-Type and Cache-Control from this answer, sets Content-Length and answers Range
+ * from the file (deploy/nginx/front.conf); the digest headers are copied there from
+ * $upstream_http_*. The access line records the hand-off with zero bytes: nginx's log has them.
+ */
+function redirectToFront(reply: FastifyReply, result: BlobResult, internalPrefix: string): FastifyReply {
+  reply.request.facts.front = 'redirect';
+  return reply
+    .headers({ ...BLOB_HEADERS, ...digestHeaders(result.digest) })
+    .header('x-accel-redirect', `${internalPrefix}${result.handedOff ?? ''}`)
+    .header('content-length', '0')
+    .send();
 }
 
 /**

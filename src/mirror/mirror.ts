@@ -4,11 +4,11 @@ import type { Route } from '../oci/path.js';
 import type { Reference } from '../oci/reference.js';
 import type { RangeSpec } from '../oci/range.js';
 import type { RequestKind } from '../metrics.js';
-import { createBlobs, type BlobHead, type BlobResult } from './blobs.js';
+import { createBlobs, type BlobHead, type BlobOptions, type BlobResult } from './blobs.js';
 import { offlineMiss, upstreamFor, type MirrorDeps } from './context.js';
 import { createManifests, type ManifestResult } from './manifests.js';
 
-export type { BlobHead, BlobResult } from './blobs.js';
+export type { BlobHead, BlobOptions, BlobResult } from './blobs.js';
 export type { ManifestResult } from './manifests.js';
 export type { MirrorDeps } from './context.js';
 
@@ -21,7 +21,7 @@ export interface PassThroughResult {
 /** The policy that combines store and upstreams. Returns values; the HTTP layer speaks HTTP. */
 export interface Mirror {
   getManifest(route: Route, reference: Reference, method: 'GET' | 'HEAD'): Promise<ManifestResult>;
-  getBlob(route: Route, digest: Digest, range: RangeSpec | undefined): Promise<BlobResult>;
+  getBlob(route: Route, digest: Digest, range: RangeSpec | undefined, options?: BlobOptions): Promise<BlobResult>;
   headBlob(route: Route, digest: Digest): Promise<BlobHead>;
   /** tags/list and referrers go straight to the upstream (a cache would hide new tags). */
   passThrough(route: Route, kind: 'tags' | 'referrers', path: string, query: string | undefined): Promise<PassThroughResult>;
@@ -39,8 +39,8 @@ export function createMirror(deps: MirrorDeps): Mirror {
     async getManifest(route, reference, method) {
       return count(deps, 'manifest', manifests.getManifest(route, reference, method));
     },
-    async getBlob(route, digest, range) {
-      return count(deps, 'blob', blobs.getBlob(route, digest, range));
+    async getBlob(route, digest, range, options) {
+      return count(deps, 'blob', blobs.getBlob(route, digest, range, options));
     },
     async headBlob(route, digest) {
       return count(deps, 'blob', blobs.headBlob(route, digest));

@@ -15,6 +15,7 @@ export interface MirrorInput {
   readonly offline?: boolean;
   readonly store?: Record<string, unknown>;
   readonly clientAuth?: Record<string, unknown>;
+  readonly front?: Record<string, unknown>;
 }
 
 export interface MirrorHandle {
@@ -35,6 +36,7 @@ function fileConfig(input: MirrorInput, storeDir: string, port: number, level = 
     ...(input.upstreamDefaults ? { upstreamDefaults: input.upstreamDefaults } : {}),
     ...(input.offline !== undefined ? { offline: input.offline } : {}),
     ...(input.clientAuth ? { clientAuth: input.clientAuth } : {}),
+    ...(input.front ? { front: input.front } : {}),
   };
 }
 
