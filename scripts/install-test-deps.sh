@@ -5,7 +5,7 @@
 # the harness needs: socat and iproute2 (dockerd's network namespace), openssl (test CA),
 # mount (a small tmpfs for the disk-full tests) and script (a pseudo-terminal for warm);
 # and promtool (Debian's prometheus package) for the alert rule tests and to check a real
-# /metrics scrape. The Kubernetes
+# /metrics scrape; and nginx (nginx-light) to run the deploy/nginx/ layouts. The Kubernetes
 # manifests are rendered with `kubectl kustomize`, which needs kustomize v4 or later
 # (components): Debian 12's kubernetes-client (1.20, kustomize v2) is too old, so kubectl
 # is checked below rather than installed.
@@ -30,6 +30,7 @@ tools=(
   mount:mount
   script:bsdutils
   promtool:prometheus
+  nginx:nginx-light
 )
 
 have() {
