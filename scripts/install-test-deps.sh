@@ -4,8 +4,9 @@
 # containerd + ctr, podman, and dockerd with Debian's docker CLI (docker.io); plus what
 # the harness needs: socat and iproute2 (dockerd's network namespace), openssl (test CA),
 # mount (a small tmpfs for the disk-full tests) and script (a pseudo-terminal for warm);
-# tinyproxy (a real forward proxy for the egress proxy tests); and promtool (Debian's
-# prometheus package) for the alert rule tests and to check a real /metrics scrape. The Kubernetes
+# tinyproxy (a real forward proxy for the egress proxy tests); promtool (Debian's
+# prometheus package) for the alert rule tests and to check a real /metrics scrape; and
+# nginx (nginx-light) to run the deploy/nginx/ layouts. The Kubernetes
 # manifests are rendered with `kubectl kustomize`, which needs kustomize v4 or later
 # (components): Debian 12's kubernetes-client (1.20, kustomize v2) is too old, so kubectl
 # is checked below rather than installed.
@@ -31,6 +32,7 @@ tools=(
   script:bsdutils
   promtool:prometheus
   tinyproxy:tinyproxy
+  nginx:nginx-light
 )
 
 have() {

@@ -68,6 +68,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       tls: config.listen.tls,
       limits: config.listen,
       headersTimeoutMs: config.listen.headersTimeoutMs,
+      front: config.front,
     });
   } catch (err) {
     // A start that fails (a bad htpasswd or TLS file) leaves no lock or temp area behind.

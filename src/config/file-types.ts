@@ -45,6 +45,10 @@ export interface ConfigFile {
   };
   readonly upstreams: Readonly<Record<string, UpstreamFile>>;
   readonly offline: boolean;
+  readonly front: {
+    readonly mode: 'off' | 'nginx';
+    readonly internalPrefix: string;
+  };
   readonly clientAuth?: {
     readonly htpasswdFile?: string;
     readonly tokensEnv?: string;

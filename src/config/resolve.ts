@@ -45,6 +45,7 @@ export function resolveConfig(file: ConfigFile, env: Env): { readonly config: Co
     defaultUpstream: file.defaultUpstream,
     upstreams,
     offline: file.offline,
+    front: file.front,
     ...(clientAuth === undefined ? {} : { clientAuth }),
     log: file.log,
   };

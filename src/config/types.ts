@@ -20,6 +20,9 @@ export type ListenConfig = Omit<ConfigFile['listen'], 'drainTimeout' | 'headersT
   readonly headersTimeoutMs: number;
 };
 
+/** A front proxy that sends stored blobs itself (config `front`). */
+export type FrontConfig = ConfigFile['front'];
+
 export type StoreConfig = Omit<ConfigFile['store'], 'maxSize' | 'idleTtl' | 'pins'> & {
   readonly maxSizeBytes: number;
   readonly idleTtlMs: number;

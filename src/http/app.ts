@@ -11,7 +11,7 @@ import { registerLimits, type ClientLimits } from './limits.js';
 import { recordResponse, registerOps, type Readiness } from './ops.js';
 import { answerClientError, answerFrameworkError, unrouted } from './protocol-errors.js';
 import { loadClientAuth, registerClientAuth, warnIfAnonymous } from './client-auth.js';
-import type { ClientAuthConfig } from '../config/types.js';
+import type { ClientAuthConfig, FrontConfig } from '../config/types.js';
 import { registerRegistryRoutes } from './routes.js';
 
 /** The built HTTP app, for callers outside http/ (fastify lives here only). */
@@ -32,6 +32,8 @@ export interface AppDeps {
   readonly limits: ClientLimits;
   /** Time a connection has to send a request head (config `listen.headersTimeout`). */
   readonly headersTimeoutMs: number;
+  /** With mode "nginx", stored blobs are answered with X-Accel-Redirect (config `front`). */
+  readonly front: FrontConfig;
 }
 
 /** What the handlers learn about a request, for its one access-log line. */
@@ -39,6 +41,8 @@ export interface RequestFacts {
   kind?: string;
   upstream?: string;
   outcome?: string;
+  /** `redirect`: a stored blob handed to the front proxy (config `front`), sent by it. */
+  front?: 'redirect';
   /** A blob body in transit: its access line waits for the end of the transfer. */
   transfer?: Transfer;
 }
@@ -160,7 +164,7 @@ function toRegistryError(err: FastifyError | RegistryError): RegistryError {
 }
 
 function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): void {
-  const { kind, upstream, outcome, transfer } = request.facts;
+  const { kind, upstream, outcome, transfer, front } = request.facts;
   const length = reply.getHeader('content-length');
   log.info(
     {
@@ -169,6 +173,7 @@ function logAccess(log: Logger, request: FastifyRequest, reply: FastifyReply): v
       kind,
       upstream,
       outcome,
+      ...(front === undefined ? {} : { front }),
       status: reply.statusCode,
       bytes: transfer?.bytes ?? (request.method === 'HEAD' ? 0 : Number(length ?? 0)),
       // To the last byte, or to the break, for a blob.

@@ -113,8 +113,11 @@ async function serveContent(
           .headers({ ...BLOB_HEADERS, ...digestHeaders(head.digest), 'content-length': String(head.sizeBytes) })
           .send();
       }
-      const result = await mirror.getBlob(route, api.digest, parseRange(headerValue(request.headers.range)));
+      const front = deps.front.mode === 'nginx';
+      const range = parseRange(headerValue(request.headers.range));
+      const result = await mirror.getBlob(route, api.digest, range, { handOff: front });
       request.facts.outcome = result.outcome;
+      if (result.handedOff !== undefined) return redirectToFront(reply, result, deps.front.internalPrefix);
       return sendBlob(deps, request, reply, result);
     }
     case 'tags':
@@ -148,6 +151,9 @@ function sendManifest(reply: FastifyReply, result: ManifestResult, method: 'GET'
  */
 function sendBlob(deps: RouteDeps, request: FastifyRequest, reply: FastifyReply, result: BlobResult): FastifyReply {
   const headers: Record<string, string> = { ...BLOB_HEADERS, ...digestHeaders(result.digest) };
+  // Behind nginx, a body still being fetched must reach the client as it arrives, not once
+  // nginx has buffered it (ngx_http_proxy_module, "X-Accel-Buffering").
+  if (deps.front.mode === 'nginx') headers['x-accel-buffering'] = 'no';
   const { range, sizeBytes } = result;
   if (range) {
     headers['content-range'] = `bytes ${range.start}-${range.end}/${sizeBytes ?? '*'}`;
@@ -174,6 +180,22 @@ function sendBlob(deps: RouteDeps, request: FastifyRequest, reply: FastifyReply,
     }
   });
   return reply;
+}
+
+/**
+ * A stored blob, sent by nginx: an empty 200 whose X-Accel-Redirect names the file under
+ * the internal location over the store's blobs/sha256/ directory. nginx keeps
+ * Content-Type and Cache-Control from this answer, sets Content-Length and answers Range
+ * from the file (deploy/nginx/front.conf); the digest headers are copied there from
+ * $upstream_http_*. The access line records the hand-off with zero bytes: nginx's log has them.
+ */
+function redirectToFront(reply: FastifyReply, result: BlobResult, internalPrefix: string): FastifyReply {
+  reply.request.facts.front = 'redirect';
+  return reply
+    .headers({ ...BLOB_HEADERS, ...digestHeaders(result.digest) })
+    .header('x-accel-redirect', `${internalPrefix}${result.handedOff ?? ''}`)
+    .header('content-length', '0')
+    .send();
 }
 
 /**

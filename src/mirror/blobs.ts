@@ -48,6 +48,11 @@ export interface BlobResult {
    * was sent, not what was read.
    */
   readonly served: (bytes: number) => void;
+  /**
+   * Set when the blob was handed off (`BlobOptions.handOff`): its file's path under the
+   * store's blobs/sha256/ directory, for the front to send; `body` is empty, `range` unset.
+   */
+  readonly handedOff?: string;
   readonly outcome: 'hit' | 'miss' | 'coalesced';
 }
 
@@ -57,8 +62,17 @@ export interface BlobHead {
   readonly outcome: 'hit' | 'miss' | 'coalesced';
 }
 
+export interface BlobOptions {
+  /**
+   * A blob the store holds is not read here: the answer names its file (`handedOff`) for
+   * a front that sends files itself (nginx X-Accel-Redirect) and resolves Range from the
+   * request it holds. Recency and hit metrics are recorded as for a read.
+   */
+  readonly handOff?: boolean;
+}
+
 export interface Blobs {
-  getBlob(route: Route, digest: Digest, range: RangeSpec | undefined): Promise<BlobResult>;
+  getBlob(route: Route, digest: Digest, range: RangeSpec | undefined, options?: BlobOptions): Promise<BlobResult>;
   headBlob(route: Route, digest: Digest): Promise<BlobHead>;
   /** Fills in progress (tests assert none is left behind). */
   readonly fillsInFlight: number;
@@ -75,6 +89,8 @@ interface Flight {
 }
 
 type Served = Omit<BlobResult, 'outcome'>;
+/** Serves a blob from the store: read here, or handed off to the front. */
+type Local = (digest: Digest, spec: RangeSpec | undefined) => Promise<Served | undefined>;
 /** Why a flight gave a request nothing: it ended without storing the blob, or cannot take a late reader. */
 type Missed = 'ended' | 'unjoinable';
 
@@ -84,11 +100,12 @@ export function createBlobs(deps: MirrorDeps): Blobs {
   const now = deps.now ?? Date.now;
   const start = createFillStart(deps);
 
-  async function getBlob(route: Route, digest: Digest, spec: RangeSpec | undefined): Promise<BlobResult> {
+  async function getBlob(route: Route, digest: Digest, spec: RangeSpec | undefined, options?: BlobOptions): Promise<BlobResult> {
     const { upstream } = upstreamFor(deps, route);
     if (upstream.hasCredentials) await confirmLinked(route, digest);
     // 1. Local.
-    const hit = await fromStore(digest, spec);
+    const local = options?.handOff ? handOff : fromStore;
+    const hit = await local(digest, spec);
     if (hit) return { ...hit, outcome: 'hit' };
     // 2. In flight, or 3. fetch. Found or started with no await in between, so concurrent
     // misses share one flight; a flight that ended without storing the blob is replaced once.
@@ -96,7 +113,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       const found = flights.get(digest);
       if (!found && deps.config.offline) throw offlineMiss(deps, 'BLOB_UNKNOWN', `blob ${digest}`);
       const flight = found ?? startFlight(route, digest);
-      const served = await join(flight, digest, spec, found ? 'cache' : 'upstream');
+      const served = await join(flight, digest, spec, found ? 'cache' : 'upstream', local);
       if (typeof served === 'object') return { ...served, outcome: found ? 'coalesced' : 'miss' };
       if (served === 'unjoinable' || attempt > 0) break;
     }
@@ -137,10 +154,33 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     return { digest, sizeBytes: blob.sizeBytes, range, body: stream, recycle: (chunk) => stream.recycle(chunk), served: countBytes('cache') };
   }
 
+  /**
+   * 1. Local, for a front that sends the file itself: nothing is opened or read here. The
+   * Range stays the front's to answer (nginx resolves it from the request); it is resolved
+   * here only to refuse what cannot be satisfied, as a read would, and to count the bytes.
+   * A blob evicted between this answer and the front's open is a 404 from the front.
+   */
+  async function handOff(digest: Digest, spec: RangeSpec | undefined): Promise<Served | undefined> {
+    const sizeBytes = await store.blobs.stat(digest);
+    if (sizeBytes === undefined) return undefined;
+    const range = spec && resolveRange(spec, sizeBytes);
+    index.touch(digest, sizeBytes);
+    // Counted as handed off: the front sends the bytes, the mirror never writes any.
+    countBytes('cache')(range ? range.end - range.start + 1 : sizeBytes);
+    const handedOff = store.layout.blobShardPath(digest);
+    return { digest, sizeBytes, range: undefined, body: Readable.from([]), handedOff, served: () => undefined };
+  }
+
   /** Reads from a flight as its source grows; the store once the source is done with. */
-  async function join(flight: Flight, digest: Digest, spec: RangeSpec | undefined, from: FillSource): Promise<Served | Missed> {
+  async function join(
+    flight: Flight,
+    digest: Digest,
+    spec: RangeSpec | undefined,
+    from: FillSource,
+    local: Local,
+  ): Promise<Served | Missed> {
     const source = await flight.source;
-    if (!source || source.complete) return (await fromStore(digest, spec)) ?? 'ended';
+    if (!source || source.complete) return (await local(digest, spec)) ?? 'ended';
     if (source.error) throw unavailable(source.error);
     if (!source.joinable) return 'unjoinable';
     return readFrom(source, digest, spec, from);

@@ -3,12 +3,12 @@ import type { Route } from '../oci/path.js';
 import type { Reference } from '../oci/reference.js';
 import type { RangeSpec } from '../oci/range.js';
 import type { RequestKind } from '../metrics.js';
-import { createBlobs, type BlobHead, type BlobResult } from './blobs.js';
+import { createBlobs, type BlobHead, type BlobOptions, type BlobResult } from './blobs.js';
 import type { MirrorDeps } from './context.js';
 import { createListCache, type ListResult } from './lists.js';
 import { createManifests, type ManifestResult } from './manifests.js';
 
-export type { BlobHead, BlobResult } from './blobs.js';
+export type { BlobHead, BlobOptions, BlobResult } from './blobs.js';
 export type { ManifestResult } from './manifests.js';
 export type { MirrorDeps } from './context.js';
 
@@ -17,7 +17,7 @@ export type { ListResult as PassThroughResult } from './lists.js';
 /** The policy that combines store and upstreams. Returns values; the HTTP layer speaks HTTP. */
 export interface Mirror {
   getManifest(route: Route, reference: Reference, method: 'GET' | 'HEAD'): Promise<ManifestResult>;
-  getBlob(route: Route, digest: Digest, range: RangeSpec | undefined): Promise<BlobResult>;
+  getBlob(route: Route, digest: Digest, range: RangeSpec | undefined, options?: BlobOptions): Promise<BlobResult>;
   headBlob(route: Route, digest: Digest): Promise<BlobHead>;
   /** tags/list and referrers, cached under the tag freshness policy (lists.ts). */
   passThrough(route: Route, kind: 'tags' | 'referrers', path: string, query: string | undefined): Promise<ListResult>;
@@ -34,8 +34,8 @@ export function createMirror(deps: MirrorDeps): Mirror {
     async getManifest(route, reference, method) {
       return count(deps, 'manifest', manifests.getManifest(route, reference, method));
     },
-    async getBlob(route, digest, range) {
-      return count(deps, 'blob', blobs.getBlob(route, digest, range));
+    async getBlob(route, digest, range, options) {
+      return count(deps, 'blob', blobs.getBlob(route, digest, range, options));
     },
     async headBlob(route, digest) {
       return count(deps, 'blob', blobs.headBlob(route, digest));

@@ -52,6 +52,8 @@ export interface StoreLayout {
   readonly pinsPath: string;
   readonly markerPath: string;
   blobPath(digest: Digest): string;
+  /** `<hex[0:2]>/<hex>`: a blob's path under `blobsDir`, as a front proxy's internal location names it. */
+  blobShardPath(digest: Digest): string;
   manifestMetaPath(digest: Digest): string;
   fillRecordPath(digest: Digest): string;
   tagPath(upstream: string, repository: string, tag: string): string;
@@ -82,6 +84,9 @@ export function createLayout(root: string): StoreLayout {
     blobPath(digest) {
       const [dir, hex] = shard(digest);
       return join(root, 'blobs', 'sha256', dir, hex);
+    },
+    blobShardPath(digest) {
+      return shard(digest).join('/');
     },
     manifestMetaPath(digest) {
       const [dir, hex] = shard(digest);

@@ -7,6 +7,7 @@ import { createSkopeo } from './clients.js';
 import { machineBusy } from './proc.js';
 import { medianTable, runScenario, verdicts, type ScenarioResult } from './report.js';
 import { resultsMarkdown, type RunFacts } from './results-file.js';
+import { startFront, startSharded } from './fronts.js';
 import { SCENARIOS, primeWarm, type BenchContext } from './scenarios.js';
 import { seedUpstream } from './seed.js';
 import { startDistributionProxy, startMirror, startNginx, startUpstream, type Server, type SystemName } from './systems.js';
@@ -63,8 +64,15 @@ describe('oci-mirror beside Distribution and nginx', () => {
       servers.push(w2);
       const nginx = await startNginx(dir, storeDir);
       servers.push(nginx);
-      const ctx: BenchContext = { ...base, servers: { ours, 'ours-w2': w2, distribution, nginx } };
-      await primeWarm(ctx, ['ours-w2', 'nginx']);
+      const front = await startFront(dir, upstream.url, storeDir, main);
+      servers.push(front);
+      const sharded = await startSharded(dir, upstream.url, main);
+      servers.push(sharded);
+      const ctx: BenchContext = {
+        ...base,
+        servers: { ours, 'ours-w2': w2, 'ours-front': front, 'ours-sharded': sharded, distribution, nginx },
+      };
+      await primeWarm(ctx, ['ours-w2', 'ours-front', 'ours-sharded', 'nginx']);
 
       const results: ScenarioResult[] = [];
       for (const scenario of scenarios) {

@@ -15,10 +15,11 @@ import { processTree } from './proc.js';
  * (one process, and `--workers 2` on the same store) and nginx serving the mirror's blob
  * files straight from disk.
  */
-export type SystemName = 'ours' | 'ours-w2' | 'distribution' | 'nginx';
+export type SystemName = 'ours' | 'ours-w2' | 'ours-front' | 'ours-sharded' | 'distribution' | 'nginx';
 
 export interface Server {
-  readonly name: SystemName | 'upstream';
+  /** A system, `upstream`, or a part of a system (one mirror behind a front). */
+  readonly name: string;
   readonly url: string;
   /** `host:port`, as skopeo wants it. */
   readonly host: string;
@@ -29,7 +30,7 @@ export interface Server {
 }
 
 const REGISTRY_BIN = '/usr/bin/docker-registry';
-const NGINX_BIN = '/usr/sbin/nginx';
+export const NGINX_BIN = '/usr/sbin/nginx';
 const READY_TIMEOUT_MS = 20_000;
 const live = new Set<ChildProcess>();
 
@@ -39,7 +40,7 @@ process.once('exit', () => {
 });
 
 /** Spawns `command` with stdout and stderr in files under `dir`, and waits until `readyUrl` answers. */
-async function launch(
+export async function launch(
   name: Server['name'],
   dir: string,
   command: string,
@@ -134,13 +135,15 @@ export const FRESH_UPSTREAM = 'bench.local';
 export const STALE_UPSTREAM = 'stale.local';
 
 export interface MirrorOptions {
-  readonly name: 'ours' | 'ours-w2';
+  readonly name: string;
   readonly storeDir: string;
   readonly workers?: number;
   /** Directory for `--cpu-prof` profiles (written when the process exits). */
   readonly cpuProfDir?: string;
   /** The mirror's entry point; default the repository's `dist/main.js`. */
   readonly main?: string;
+  /** Front mode (config `front.mode: "nginx"`): stored blobs are answered with X-Accel-Redirect. */
+  readonly front?: boolean;
 }
 
 const BUILT_MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
@@ -158,6 +161,7 @@ export async function startMirror(dir: string, upstreamUrl: string, options: Mir
       defaultUpstream: FRESH_UPSTREAM,
       // A tag pulled in the bench stays fresh for the whole run (the default is 5m).
       upstreams: { [FRESH_UPSTREAM]: { url: upstreamUrl, freshFor: '1h' }, [STALE_UPSTREAM]: { url: upstreamUrl, freshFor: '0s' } },
+      ...(options.front ? { front: { mode: 'nginx' } } : {}),
     }),
   );
   const node = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : [];

@@ -17,6 +17,7 @@ export interface MirrorInput {
   readonly clientAuth?: Record<string, unknown>;
   /** Merged into the harness's listen section (host and port stay the harness's): `drainTimeout`, the limits. */
   readonly listen?: Record<string, unknown>;
+  readonly front?: Record<string, unknown>;
 }
 
 export interface MirrorHandle {
@@ -37,6 +38,7 @@ function fileConfig(input: MirrorInput, storeDir: string, port: number, level = 
     ...(input.upstreamDefaults ? { upstreamDefaults: input.upstreamDefaults } : {}),
     ...(input.offline !== undefined ? { offline: input.offline } : {}),
     ...(input.clientAuth ? { clientAuth: input.clientAuth } : {}),
+    ...(input.front ? { front: input.front } : {}),
   };
 }
 

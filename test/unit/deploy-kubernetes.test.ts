@@ -66,7 +66,7 @@ async function render(dir: string): Promise<K8sObject[]> {
 
 /** `Kind name`, with a generated ConfigMap's content hash shown as `<hash>`. */
 const listed = (objects: readonly K8sObject[]): string[] =>
-  objects.map((o) => `${o.kind} ${o.metadata.name.replace(/^(oci-mirror-config)-[a-z0-9]{10}$/, '$1-<hash>')}`);
+  objects.map((o) => `${o.kind} ${o.metadata.name.replace(/^(oci-mirror-(?:config|nginx))-[a-z0-9]{10}$/, '$1-<hash>')}`);
 
 const BASE = [
   'Namespace oci-mirror',
@@ -78,7 +78,13 @@ const BASE = [
   'PodDisruptionBudget oci-mirror',
 ];
 const MONITORED = [...BASE.slice(0, 3), 'ConfigMap oci-mirror-dashboard', ...BASE.slice(3), 'PrometheusRule oci-mirror', 'ServiceMonitor oci-mirror'];
-const VARIANTS: Record<string, readonly string[]> = { base: BASE, 'overlays/monitoring': MONITORED, 'overlays/node-mirror': MONITORED };
+const FRONTED = [...BASE.slice(0, 3), 'ConfigMap oci-mirror-nginx-<hash>', ...BASE.slice(3)];
+const VARIANTS: Record<string, readonly string[]> = {
+  base: BASE,
+  'overlays/monitoring': MONITORED,
+  'overlays/node-mirror': MONITORED,
+  'overlays/nginx-front': FRONTED,
+};
 
 const find = (objects: readonly K8sObject[], kind: string, name?: string): K8sObject => {
   const found = objects.find((o) => o.kind === kind && (name === undefined || o.metadata.name === name));
@@ -93,7 +99,12 @@ interface PodTemplate {
     automountServiceAccountToken?: boolean;
     topologySpreadConstraints?: { topologyKey: string }[];
     securityContext?: { runAsNonRoot?: boolean };
-    containers: { securityContext?: { readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean } }[];
+    containers: {
+      name: string;
+      ports?: { containerPort: number }[];
+      securityContext?: { readOnlyRootFilesystem?: boolean; allowPrivilegeEscalation?: boolean };
+      volumeMounts?: { name: string; mountPath: string; readOnly?: boolean }[];
+    }[];
     volumes: { name: string; configMap?: { name: string } }[];
   };
 }
@@ -190,5 +201,29 @@ describe('deploy/kubernetes (kustomize)', () => {
     expect(find(objects, 'Service', 'oci-mirror').spec).toMatchObject({ type: 'NodePort', ports: [{ port: 5000, nodePort: 30500 }] });
     expect(find(objects, 'StatefulSet').spec?.replicas).toBe(2);
     expect(find(variant('base'), 'StatefulSet').spec?.replicas).toBe(1);
+  });
+
+  it('puts nginx beside the mirror with the store read-only, the mirror behind it in front mode', async () => {
+    const objects = variant('overlays/nginx-front');
+    const template = podTemplate(objects);
+    const [mirror, nginx] = template.spec.containers;
+    expect(nginx?.name).toBe('nginx');
+    expect(nginx?.ports).toEqual([expect.objectContaining({ containerPort: 5000 })]);
+    expect(mirror?.ports ?? []).toEqual([]);
+    expect(nginx?.volumeMounts).toContainEqual({ name: 'store', mountPath: '/var/lib/oci-mirror', readOnly: true });
+    expect(nginx?.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
+
+    const file = JSON.parse(await readFile(join(DEPLOY, 'mirror.config.json'), 'utf8')) as Record<string, unknown>;
+    const config = find(objects, 'ConfigMap', configMapOf(template)).data?.['mirror.config.json'];
+    expect(JSON.parse(config ?? 'null')).toEqual({
+      ...file,
+      listen: { host: '127.0.0.1', port: 5001 },
+      front: { mode: 'nginx', internalPrefix: '/_store/' },
+    });
+    const nginxMap = template.spec.volumes.find((v) => v.name === 'nginx-config')?.configMap?.name;
+    const conf = find(objects, 'ConfigMap', nginxMap).data?.['nginx.conf'] ?? '';
+    const directives = (text: string): string[] => text.split('\n').filter((line) => !line.startsWith('#'));
+    const front = await readFile(join(DEPLOY, 'nginx/front.conf'), 'utf8');
+    expect(directives(conf)).toEqual(directives(front.replace('server mirror:5000;', 'server 127.0.0.1:5001;')));
   });
 });
