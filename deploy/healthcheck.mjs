@@ -21,7 +21,9 @@ const TIMEOUT_MS = 2500;
 
 /** The mirror's arguments after its script (…/main.js or the oci-mirror bin), and its working directory. */
 function mirrorProcess(pid) {
-  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter((a) => a !== '');
+  const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8')
+    .split('\0')
+    .filter((a) => a !== '');
   const script = argv.findIndex((a) => a.endsWith('main.js') || a.endsWith('/oci-mirror') || a === 'oci-mirror');
   let cwd;
   try {
@@ -72,5 +74,7 @@ function probe({ host, port, tls }) {
 const { args, cwd } = mirrorProcess(process.argv[2] ?? '1');
 const address = listenAddress(args, cwd);
 const ready = await probe(address);
-process.stdout.write(`healthcheck: ${address.tls ? 'https' : 'http'}://${address.host}:${address.port}/readyz ${ready ? 'ready' : 'not ready'}\n`);
+process.stdout.write(
+  `healthcheck: ${address.tls ? 'https' : 'http'}://${address.host}:${address.port}/readyz ${ready ? 'ready' : 'not ready'}\n`,
+);
 process.exit(ready ? 0 : 1);

@@ -236,7 +236,12 @@ function upstreamMetrics(registers: Registers) {
 
 function fillMetrics(registers: Registers) {
   return {
-    fillsInFlight: new Gauge({ name: 'oci_mirror_fills_in_flight', help: 'Blob downloads from upstream in progress.', aggregator: 'sum', registers }),
+    fillsInFlight: new Gauge({
+      name: 'oci_mirror_fills_in_flight',
+      help: 'Blob downloads from upstream in progress.',
+      aggregator: 'sum',
+      registers,
+    }),
     fillWaiters: new Gauge({
       name: 'oci_mirror_fill_waiters',
       help: 'Client responses currently streaming from an in-progress fill.',

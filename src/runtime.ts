@@ -50,9 +50,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
   });
   const { store, records, health, index } = await openCache(config, log, metrics);
   const maintenance = createMaintenance({ config, store, index, records, log, metrics });
-  const upstreams = new Map<string, Upstream>(
-    Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log })]),
-  );
+  const upstreams = new Map<string, Upstream>(Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log })]));
   const mirror = createMirror({ config, store, records, upstreams, metrics, log, index, health, maintain: maintenance.run });
   const closeUpstreams = (): Promise<unknown> => Promise.all([...upstreams.values()].map((u) => u.close()));
   let app: App;
@@ -64,7 +62,9 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
       log,
       readiness: () => ({ ready: true, ...(health.degraded ? { degraded: health.degraded } : {}) }),
       clientAuth: config.clientAuth,
-      upstreamsWithCredentials: Object.values(config.upstreams).filter((u) => u.credentials).map((u) => u.name),
+      upstreamsWithCredentials: Object.values(config.upstreams)
+        .filter((u) => u.credentials)
+        .map((u) => u.name),
       tls: config.listen.tls,
       limits: config.listen,
       headersTimeoutMs: config.listen.headersTimeoutMs,
@@ -133,7 +133,10 @@ async function openCache(config: Config, log: Logger, metrics: Metrics) {
   try {
     const startedMs = Date.now();
     const loadedFrom = await index.load();
-    log.info({ from: loadedFrom, entries: index.entries, sizeBytes: index.sizeBytes, durationMs: Date.now() - startedMs }, 'store index loaded');
+    log.info(
+      { from: loadedFrom, entries: index.entries, sizeBytes: index.sizeBytes, durationMs: Date.now() - startedMs },
+      'store index loaded',
+    );
   } catch (err) {
     await store.close();
     throw err;

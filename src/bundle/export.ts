@@ -99,7 +99,10 @@ async function closure(store: Store, top: Digest): Promise<{ mediaType: string; 
   const root = loadedManifest(top, stored.mediaType, stored.body);
   const content = new Map<Digest, number>();
   let platforms = 0;
-  for await (const part of walkImage(root, storedManifests((digest) => store.manifests.read(digest)))) {
+  for await (const part of walkImage(
+    root,
+    storedManifests((digest) => store.manifests.read(digest)),
+  )) {
     if (part.kind === 'manifest') {
       content.set(part.loaded.digest, part.loaded.body.length);
       if (part.descriptor) platforms += 1;

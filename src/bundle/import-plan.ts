@@ -86,7 +86,8 @@ function parsed(digest: Digest, mediaType: string | undefined, body: Buffer): Lo
   try {
     return loadedManifest(digest, mediaType, body);
   } catch (err) {
-    if (err instanceof RegistryError && err.code === 'MANIFEST_INVALID') throw new Error(`manifest ${digest} is not valid: ${err.message}`, { cause: err });
+    if (err instanceof RegistryError && err.code === 'MANIFEST_INVALID')
+      throw new Error(`manifest ${digest} is not valid: ${err.message}`, { cause: err });
     throw err;
   }
 }

@@ -64,7 +64,10 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
     const { added, present, bytes } = await commitBlobs(deps, carried, new Set(plans.flatMap((p) => p.digests)));
     for (const plan of plans) await register(deps, plan);
     const unreferenced = [...carried.values()].filter((b) => b.stagedPath !== undefined).length;
-    const skipped = layout.unnamed.map((digest) => ({ name: digest as string, reason: 'no image name in index.json (give the archive a name when you create it)' }));
+    const skipped = layout.unnamed.map((digest) => ({
+      name: digest as string,
+      reason: 'no image name in index.json (give the archive a name when you create it)',
+    }));
     return { images: plans.map((p) => ({ name: p.name, digest: p.root.digest })), skipped, added, present, unreferenced, bytes };
   } finally {
     // Best effort: a temp file left behind is swept with the temp area; the import's own error matters more.
@@ -73,7 +76,12 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
 }
 
 /** Reads the whole tar, staging its blobs into `carried`; answers index.json's bytes. */
-async function readBundle(deps: ImportDeps, input: Readable, carried: Map<Digest, CarriedBlob>, onBytes: (n: number) => void): Promise<Buffer> {
+async function readBundle(
+  deps: ImportDeps,
+  input: Readable,
+  carried: Map<Digest, CarriedBlob>,
+  onBytes: (n: number) => void,
+): Promise<Buffer> {
   const budget = await createBudget(deps);
   let indexBody: Buffer | undefined;
   let entries = 0;
@@ -99,9 +107,16 @@ async function readBundle(deps: ImportDeps, input: Readable, carried: Map<Digest
 }
 
 /** Stages a blob entry; one the store holds already is only hashed and matched. */
-async function takeBlob(deps: ImportDeps, budget: Budget, entry: TarEntry, digest: Digest, onBytes: (n: number) => void): Promise<CarriedBlob> {
+async function takeBlob(
+  deps: ImportDeps,
+  budget: Budget,
+  entry: TarEntry,
+  digest: Digest,
+  onBytes: (n: number) => void,
+): Promise<CarriedBlob> {
   const corrupt = (err: unknown): never => {
-    if (err instanceof DigestMismatchError) throw new Error(`bundle entry ${entry.name} is corrupt: its content is ${err.actual}, not ${digest}`);
+    if (err instanceof DigestMismatchError)
+      throw new Error(`bundle entry ${entry.name} is corrupt: its content is ${err.actual}, not ${digest}`);
     throw err;
   };
   if ((await deps.store.blobs.stat(digest)) === entry.sizeBytes) {
@@ -143,7 +158,9 @@ async function createBudget(deps: ImportDeps): Promise<Budget> {
       // What a file takes on disk: whole 4 KiB blocks, and one more for its inode and directory entry.
       const blocks = Math.ceil(sizeBytes / 4096) * 4096 + 4096;
       if (diskBytes + blocks > freeBytes) {
-        throw new Error(`bundle entry ${name} (${formatBytes(sizeBytes)}) does not fit: ${formatBytes(freeBytes - diskBytes)} free on the store's file system`);
+        throw new Error(
+          `bundle entry ${name} (${formatBytes(sizeBytes)}) does not fit: ${formatBytes(freeBytes - diskBytes)} free on the store's file system`,
+        );
       }
       newBytes += sizeBytes;
       diskBytes += blocks;

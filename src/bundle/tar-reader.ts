@@ -164,7 +164,10 @@ function size(block: Buffer, at: number): number {
 }
 
 function octal(block: Buffer, start: number, length: number): number | undefined {
-  const text = block.toString('latin1', start, start + length).replace(/[\0 ]+$/, '').replace(/^ +/, '');
+  const text = block
+    .toString('latin1', start, start + length)
+    .replace(/[\0 ]+$/, '')
+    .replace(/^ +/, '');
   return /^[0-7]+$/.test(text) ? parseInt(text, 8) : text === '' ? 0 : undefined;
 }
 

@@ -104,7 +104,8 @@ export function parseCommandLine(argv: readonly string[]): Command {
   }
   const { values, positionals } = parsed;
   const [name = 'serve', ...extra] = positionals;
-  if (values.help === true) return positionals.length > 0 && isCommandName(name) && name !== 'help' ? { kind: 'help', command: name } : { kind: 'help' };
+  if (values.help === true)
+    return positionals.length > 0 && isCommandName(name) && name !== 'help' ? { kind: 'help', command: name } : { kind: 'help' };
   if (values.version === true) return { kind: 'version' };
   if (!isCommandName(name)) return usageError(`unknown command "${name}"`);
   if (extra.length > 0 && (name === 'help' || !TAKES_ARGUMENTS.includes(name))) return usageError(`unexpected argument "${extra[0]}"`);

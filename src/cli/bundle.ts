@@ -22,7 +22,13 @@ export interface ExportRequest {
 }
 
 /** Writes the bundle; returns how many selected images could not be exported. */
-export async function runExport(config: Config, request: ExportRequest, mode: ProgressMode, out: Output, stdout: Writable): Promise<number> {
+export async function runExport(
+  config: Config,
+  request: ExportRequest,
+  mode: ProgressMode,
+  out: Output,
+  stdout: Writable,
+): Promise<number> {
   const access = await openStore(config);
   try {
     const plan = await planExport(access, await selection(config, request));
@@ -43,10 +49,21 @@ export async function runExport(config: Config, request: ExportRequest, mode: Pr
       throw err;
     }
     const durationMs = progress.finish();
-    const summary = { images: plan.images.map((i) => i.name), skipped: plan.failed, blobs: plan.blobs.size, bytes: plan.totalBytes, durationMs };
+    const summary = {
+      images: plan.images.map((i) => i.name),
+      skipped: plan.failed,
+      blobs: plan.blobs.size,
+      bytes: plan.totalBytes,
+      durationMs,
+    };
     if (mode === 'json') out.write(`${JSON.stringify({ type: 'export', ...summary })}\n`);
     else {
-      out.write(table(['IMAGE', 'DIGEST'], plan.images.map((i) => [i.name, i.digest])));
+      out.write(
+        table(
+          ['IMAGE', 'DIGEST'],
+          plan.images.map((i) => [i.name, i.digest]),
+        ),
+      );
       say(`exported ${plan.images.length} images, ${formatBytes(plan.totalBytes)} in ${formatDuration(durationMs)}`);
     }
     return plan.failed.length;
@@ -80,7 +97,12 @@ export async function runImport(config: Config, file: string, mode: ProgressMode
     if (mode === 'json') {
       out.write(`${JSON.stringify({ type: 'import', ...report, durationMs })}\n`);
     } else {
-      out.write(table(['IMAGE', 'DIGEST'], report.images.map((i) => [i.name, i.digest])));
+      out.write(
+        table(
+          ['IMAGE', 'DIGEST'],
+          report.images.map((i) => [i.name, i.digest]),
+        ),
+      );
       for (const s of report.skipped) out.write(`skipped ${s.name}: ${s.reason}\n`);
       out.write(
         `imported ${report.images.length} images: ${report.added} blobs added (${formatBytes(report.bytes)}), ` +

@@ -101,7 +101,8 @@ function imageLine(ref: string, s: ImageState, elapsedMs: number): string {
   if (s.state === 'resolving') return `  ${ref}  resolving…`;
   const fraction = s.bytes > 0 ? Math.min(1, s.bytesDone / s.bytes) : 1;
   const rate = elapsedMs > 0 ? (s.bytesDone / elapsedMs) * 1000 : 0;
-  const eta = s.state === 'done' ? 'done' : rate > 0 ? `ETA ${formatDuration(Math.round(((s.bytes - s.bytesDone) / rate) * 1000))}` : 'ETA –';
+  const eta =
+    s.state === 'done' ? 'done' : rate > 0 ? `ETA ${formatDuration(Math.round(((s.bytes - s.bytesDone) / rate) * 1000))}` : 'ETA –';
   return (
     `${s.state === 'done' ? '✓' : ' '} ${ref}  ${bar(fraction)} ${s.blobsDone}/${s.blobs} blobs  ` +
     `${formatBytes(s.bytesDone)}/${formatBytes(s.bytes)}  ${formatBytes(Math.round(rate))}/s  ${eta}`
@@ -120,7 +121,11 @@ function summaryText(s: WarmSummary): string {
 /** A plain table, columns padded to their widest cell. */
 export function table(header: readonly string[], rows: readonly (readonly string[])[]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  const line = (cells: readonly string[]): string =>
+    cells
+      .map((c, i) => c.padEnd(widths[i] ?? 0))
+      .join('  ')
+      .trimEnd();
   return [line(header), ...rows.map(line)].map((l) => `${l}\n`).join('');
 }
 

@@ -127,7 +127,9 @@ export function formatStats(stats: StoreStats): string[] {
   if (m.error) lines.push(`mirror at ${m.url}: ${m.error}`);
   else {
     const ratio = m.hitRatio === undefined ? 'no requests yet' : `${(m.hitRatio * 100).toFixed(1)} %`;
-    lines.push(`mirror at ${m.url}: hit ratio ${ratio} over ${m.requests ?? 0} requests since start; ${formatBytes(m.bandwidthSavedBytes ?? 0)} saved`);
+    lines.push(
+      `mirror at ${m.url}: hit ratio ${ratio} over ${m.requests ?? 0} requests since start; ${formatBytes(m.bandwidthSavedBytes ?? 0)} saved`,
+    );
   }
   return lines;
 }

@@ -130,4 +130,3 @@ async function errorText(response: Response): Promise<string> {
     throw err;
   }
 }
-

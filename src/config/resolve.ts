@@ -90,7 +90,11 @@ type PolicyFile = Omit<Partial<ConfigFile['upstreamDefaults']>, 'timeouts' | 're
 };
 
 function resolvePolicy(at: Problems, file: PolicyFile, path: string, base: UpstreamPolicy | undefined): UpstreamPolicy {
-  const pick = <K extends keyof PolicyFile, T>(key: K, read: (value: NonNullable<(typeof file)[K]>, at: string) => T, fallback: T | undefined): T => {
+  const pick = <K extends keyof PolicyFile, T>(
+    key: K,
+    read: (value: NonNullable<(typeof file)[K]>, at: string) => T,
+    fallback: T | undefined,
+  ): T => {
     const value = file[key];
     if (value === undefined) {
       if (fallback === undefined) throw new Error(`upstreamDefaults.${key} has no default in the schema`);
@@ -129,7 +133,10 @@ function resolveResume(at: Problems, file: ResumeFile, path: string, base: Resum
 
 function resolveUpstreams(at: Problems, upstreams: ConfigFile['upstreams'], defaults: UpstreamPolicy): Record<string, UpstreamConfig> {
   const entries = Object.entries(upstreams).map(([name, file]) => [name, resolveUpstream(at, name, file, defaults)] as const);
-  checkAliases(at, entries.map(([, upstream]) => upstream));
+  checkAliases(
+    at,
+    entries.map(([, upstream]) => upstream),
+  );
   return Object.fromEntries(entries);
 }
 
@@ -139,11 +146,13 @@ function resolveUpstream(at: Problems, name: string, file: UpstreamFile, default
   const hostPattern = getConfigSchema().pattern('host');
   const aliases = file.aliases.map((alias, i) => {
     const host = alias.toLowerCase();
-    if (!hostPattern.test(host)) at.report(`${path}.aliases[${i}]`, `expected a registry host like "index.docker.io", got ${describeValue(alias)}`);
+    if (!hostPattern.test(host))
+      at.report(`${path}.aliases[${i}]`, `expected a registry host like "index.docker.io", got ${describeValue(alias)}`);
     return host;
   });
   const credentials = file.auth === undefined ? undefined : resolveAuth(at, file.auth, joinPath(path, 'auth'));
-  const repositories = file.repositories === undefined ? undefined : resolveRepositoryRules(at, file.repositories, joinPath(path, 'repositories'));
+  const repositories =
+    file.repositories === undefined ? undefined : resolveRepositoryRules(at, file.repositories, joinPath(path, 'repositories'));
   const proxy = file.proxy === undefined ? undefined : resolveProxy(at, file.proxy, joinPath(path, 'proxy'));
   const envProxy = proxy === undefined ? resolveEnvProxy(at.env) : undefined;
   return {
@@ -166,7 +175,8 @@ function resolveUpstream(at: Problems, name: string, file: UpstreamFile, default
 /** `https://host[:port]`: an http(s) URL with nothing after the host. */
 function resolveOrigin(at: Problems, text: string, path: string): string {
   const url = URL.canParse(text) ? new URL(text) : undefined;
-  const bare = url !== undefined && url.pathname === '/' && url.search === '' && url.hash === '' && url.username === '' && url.password === '';
+  const bare =
+    url !== undefined && url.pathname === '/' && url.search === '' && url.hash === '' && url.username === '' && url.password === '';
   if (bare && (url.protocol === 'http:' || url.protocol === 'https:')) return url.origin;
   at.report(path, `expected an http:// or https:// URL with no path, query or credentials, got ${describeValue(text)}`);
   return '';
@@ -190,7 +200,8 @@ function resolveAuth(at: Problems, auth: NonNullable<UpstreamFile['auth']>, path
     return { ...common, passwordFile: auth.passwordFile };
   }
   const password = auth.passwordEnv === undefined ? '' : (at.env[auth.passwordEnv] ?? '');
-  if (auth.passwordEnv !== undefined && password === '') at.report(`${path}.passwordEnv`, `environment variable ${auth.passwordEnv} is not set or empty`);
+  if (auth.passwordEnv !== undefined && password === '')
+    at.report(`${path}.passwordEnv`, `environment variable ${auth.passwordEnv} is not set or empty`);
   return { ...common, password };
 }
 

@@ -84,7 +84,8 @@ function describeError(schema: SchemaNode, error: ErrorObject, path: string): Co
   switch (error.keyword) {
     case 'additionalProperties':
       if (key === 'password' && node.properties?.passwordEnv !== undefined) {
-        const advice = 'passwords do not belong in the config file: put it in an environment variable and name that variable in "passwordEnv"';
+        const advice =
+          'passwords do not belong in the config file: put it in an environment variable and name that variable in "passwordEnv"';
         return { path: joinPath(path, key), message: advice };
       }
       return { path: joinPath(path, key), message: `unknown key (allowed: ${Object.keys(node.properties ?? {}).join(', ')})` };
@@ -102,7 +103,8 @@ function describeError(schema: SchemaNode, error: ErrorObject, path: string): Co
 
 /** What a value of `node` looks like: its title and examples, else its type and bounds. */
 function describeExpected(node: SchemaNode): string {
-  if (node.title !== undefined && node.type !== 'object') return node.examples === undefined ? node.title : `${node.title} like ${listExamples(node)}`;
+  if (node.title !== undefined && node.type !== 'object')
+    return node.examples === undefined ? node.title : `${node.title} like ${listExamples(node)}`;
   if (node.enum !== undefined) return `one of ${node.enum.join(', ')}`;
   return describeType(node);
 }
@@ -110,7 +112,12 @@ function describeExpected(node: SchemaNode): string {
 /** The type alone: what a missing key should have been. */
 function describeType(node: SchemaNode): string {
   if (node.type === 'integer') return `an integer from ${node.minimum ?? '-∞'} to ${node.maximum ?? '∞'}`;
-  const nouns: Readonly<Record<string, string>> = { string: 'a non-empty string', boolean: 'true or false', object: 'an object', array: 'an array' };
+  const nouns: Readonly<Record<string, string>> = {
+    string: 'a non-empty string',
+    boolean: 'true or false',
+    object: 'an object',
+    array: 'an array',
+  };
   return nouns[node.type ?? ''] ?? 'a valid value';
 }
 

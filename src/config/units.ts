@@ -52,9 +52,7 @@ export function parseDuration(text: string): number {
   const match = DURATION_PATTERN.exec(text);
   const factor = match?.[2] === undefined ? undefined : DURATION_UNITS_MS[match[2]];
   if (match?.[1] === undefined || factor === undefined) {
-    throw new RangeError(
-      `invalid duration ${JSON.stringify(text)}: expected a number and a unit (ms, s, m, h, d, w), like "30s"`,
-    );
+    throw new RangeError(`invalid duration ${JSON.stringify(text)}: expected a number and a unit (ms, s, m, h, d, w), like "30s"`);
   }
   return toSafeInteger(Number(match[1]) * factor, 'duration', text);
 }

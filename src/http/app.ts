@@ -150,7 +150,10 @@ function sendError(err: FastifyError | RegistryError, request: FastifyRequest, r
     reply.raw.destroy();
     return reply;
   }
-  reply.code(error.statusCode).headers({ ...API_VERSION_HEADER, ...error.headers }).type('application/json');
+  reply
+    .code(error.statusCode)
+    .headers({ ...API_VERSION_HEADER, ...error.headers })
+    .type('application/json');
   return request.method === 'HEAD' ? reply.send() : reply.send(JSON.stringify(error.toJSON()));
 }
 

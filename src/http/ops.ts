@@ -25,7 +25,10 @@ export function registerOps(
     request.facts.kind = 'ops';
     const state = deps.readiness();
     const body = { status: state.ready ? (state.degraded ? 'degraded' : 'ready') : 'starting', detail: state.degraded };
-    return reply.code(state.ready ? 200 : 503).type('application/json').send(JSON.stringify(body));
+    return reply
+      .code(state.ready ? 200 : 503)
+      .type('application/json')
+      .send(JSON.stringify(body));
   });
   app.get('/metrics', async (request, reply) => {
     request.facts.kind = 'ops';

@@ -69,7 +69,10 @@ async function serve(deps: RouteDeps, request: FastifyRequest, reply: FastifyRep
   const method = request.method === 'HEAD' ? 'HEAD' : 'GET';
   switch (api.kind) {
     case 'base':
-      return reply.headers(API_VERSION_HEADER).type('application/json').send(method === 'HEAD' ? undefined : '{}');
+      return reply
+        .headers(API_VERSION_HEADER)
+        .type('application/json')
+        .send(method === 'HEAD' ? undefined : '{}');
     case 'push':
       throw unsupported();
     case 'catalog':
@@ -109,9 +112,7 @@ async function serveContent(
       if (method === 'HEAD') {
         const head = await mirror.headBlob(route, api.digest);
         request.facts.outcome = head.outcome;
-        return reply
-          .headers({ ...BLOB_HEADERS, ...digestHeaders(head.digest), 'content-length': String(head.sizeBytes) })
-          .send();
+        return reply.headers({ ...BLOB_HEADERS, ...digestHeaders(head.digest), 'content-length': String(head.sizeBytes) }).send();
       }
       const front = deps.front.mode === 'nginx';
       const range = parseRange(headerValue(request.headers.range));
@@ -126,7 +127,10 @@ async function serveContent(
       const path = api.kind === 'tags' ? 'tags/list' : `referrers/${api.digest}`;
       const result = await mirror.passThrough(route, api.kind, path, withoutNs(query));
       request.facts.outcome = result.outcome;
-      return reply.code(result.status).headers({ ...API_VERSION_HEADER, ...result.headers }).send(result.body);
+      return reply
+        .code(result.status)
+        .headers({ ...API_VERSION_HEADER, ...result.headers })
+        .send(result.body);
     }
   }
 }

@@ -151,7 +151,14 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     }
     const stream = new StoreReader(blob.handle, range?.start ?? 0, range?.end ?? blob.sizeBytes - 1);
     stream.on('close', index.use(digest));
-    return { digest, sizeBytes: blob.sizeBytes, range, body: stream, recycle: (chunk) => stream.recycle(chunk), served: countBytes('cache') };
+    return {
+      digest,
+      sizeBytes: blob.sizeBytes,
+      range,
+      body: stream,
+      recycle: (chunk) => stream.recycle(chunk),
+      served: countBytes('cache'),
+    };
   }
 
   /**
@@ -217,7 +224,13 @@ export function createBlobs(deps: MirrorDeps): Blobs {
       metrics.fillsInFlight.dec();
       // A followed fill is counted by the process that leads it.
       if (!remote) metrics.fills.inc({ result });
-      const entry = { ...fields, sizeBytes: source.writtenBytes, durationMs: now() - source.startedAtMs, waiters: source.readerCount, ...extra };
+      const entry = {
+        ...fields,
+        sizeBytes: source.writtenBytes,
+        durationMs: now() - source.startedAtMs,
+        waiters: source.readerCount,
+        ...extra,
+      };
       if (result === 'aborted') log.warn(entry, 'fill aborted');
       else log.info(entry, result === 'committed' ? 'fill committed' : 'fill relayed without caching');
     };

@@ -58,12 +58,7 @@ export { closeBody, contentLength, readCapped } from '../upstream/body.js';
  * store is shared by every repository, and a private blob fetched for one must not be
  * served to another that the upstream would refuse.
  */
-export async function ensureLinked(
-  deps: MirrorDeps,
-  route: Route,
-  digest: Digest,
-  kind: 'manifests' | 'blobs',
-): Promise<void> {
+export async function ensureLinked(deps: MirrorDeps, route: Route, digest: Digest, kind: 'manifests' | 'blobs'): Promise<void> {
   const { upstream } = upstreamFor(deps, route);
   if (!upstream.hasCredentials || deps.config.offline) return;
   if (await deps.records.hasLink(route.upstream, route.repository, digest)) return;

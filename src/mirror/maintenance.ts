@@ -75,9 +75,17 @@ export function createMaintenance(deps: MaintenanceDeps): Maintenance {
       const temp = await store.sweepTemp();
       if (report.removed > 0 || dropped > 0 || temp > 0) {
         log.info(
-          { removed: report.removed, removedBytes: report.removedBytes, ...report.byReason, tagsDropped: dropped, tempRemoved: temp,
-            sizeBytes: report.sizeBytes, entries: report.entries, images: report.images,
-            durationMs: now() - startedMs },
+          {
+            removed: report.removed,
+            removedBytes: report.removedBytes,
+            ...report.byReason,
+            tagsDropped: dropped,
+            tempRemoved: temp,
+            sizeBytes: report.sizeBytes,
+            entries: report.entries,
+            images: report.images,
+            durationMs: now() - startedMs,
+          },
           'store maintained',
         );
       }
@@ -101,10 +109,7 @@ export function createMaintenance(deps: MaintenanceDeps): Maintenance {
       await running;
     },
     start() {
-      timers = [
-        setTimeout(() => void run(), FIRST_PASS_MS),
-        setInterval(() => void run(), maintenanceIntervalMs(config.store.idleTtlMs)),
-      ];
+      timers = [setTimeout(() => void run(), FIRST_PASS_MS), setInterval(() => void run(), maintenanceIntervalMs(config.store.idleTtlMs))];
       for (const timer of timers) timer.unref();
     },
     async close() {

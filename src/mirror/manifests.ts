@@ -8,16 +8,7 @@ import type { Reference } from '../oci/reference.js';
 import type { TagRecord } from '../store/records.js';
 import type { StoredManifest } from '../store/manifest-meta.js';
 import { isUpstreamFailure, type UpstreamResponse } from '../upstream/client.js';
-import {
-  closeBody,
-  contentLength,
-  ensureLinked,
-  mayServeStale,
-  offlineMiss,
-  readCapped,
-  upstreamFor,
-  type MirrorDeps,
-} from './context.js';
+import { closeBody, contentLength, ensureLinked, mayServeStale, offlineMiss, readCapped, upstreamFor, type MirrorDeps } from './context.js';
 import { createSingleFlight } from '../single-flight.js';
 import { createImageRecency } from './image-recency.js';
 import type { Outcome } from '../metrics.js';
@@ -194,9 +185,7 @@ export function createManifests(deps: MirrorDeps): Manifests {
   /** Whatever answered (hit, revalidated, stale, miss), the tag is in use: its record is kept (maintenance.ts). */
   async function byTag(route: Route, tag: string, method: 'GET' | 'HEAD'): Promise<ManifestResult> {
     const result = await resolveByTag(route, tag, method);
-    await deps.records
-      .tagServed(route.upstream, route.repository, tag)
-      .catch((err: unknown) => deps.health.failed(err, 'tag record'));
+    await deps.records.tagServed(route.upstream, route.repository, tag).catch((err: unknown) => deps.health.failed(err, 'tag record'));
     return result;
   }
 

@@ -25,7 +25,14 @@ export interface WarmSource {
 }
 
 export type WarmEvent =
-  | { readonly type: 'resolved'; readonly ref: string; readonly digest: Digest; readonly platforms: readonly string[]; readonly blobs: number; readonly bytes: number }
+  | {
+      readonly type: 'resolved';
+      readonly ref: string;
+      readonly digest: Digest;
+      readonly platforms: readonly string[];
+      readonly blobs: number;
+      readonly bytes: number;
+    }
   | { readonly type: 'progress'; readonly ref: string; readonly bytes: number }
   | { readonly type: 'blob'; readonly ref: string; readonly digest: Digest; readonly sizeBytes: number; readonly cached: boolean }
   | { readonly type: 'done'; readonly ref: string; readonly summary: WarmSummary }
@@ -73,13 +80,7 @@ export async function warmImages(
   return { done, failed };
 }
 
-async function warmImage(
-  source: WarmSource,
-  text: string,
-  ref: ImageRef,
-  options: WarmOptions,
-  slots: Slots,
-): Promise<WarmSummary> {
+async function warmImage(source: WarmSource, text: string, ref: ImageRef, options: WarmOptions, slots: Slots): Promise<WarmSummary> {
   const startedMs = Date.now();
   const route: Route = { upstream: ref.upstream, repository: ref.repository };
   const top = await slots.run(() => source.getManifest(route, formatReference(ref.reference)));
@@ -98,7 +99,15 @@ async function warmImage(
       }),
     ),
   );
-  return { ref: text, digest: top.digest, platforms, bytes, cachedBytes, fetchedBytes: bytes - cachedBytes, durationMs: Date.now() - startedMs };
+  return {
+    ref: text,
+    digest: top.digest,
+    platforms,
+    bytes,
+    cachedBytes,
+    fetchedBytes: bytes - cachedBytes,
+    durationMs: Date.now() - startedMs,
+  };
 }
 
 /**

@@ -28,4 +28,3 @@ export function parseImageRef(text: string, table: UpstreamTable): ImageRef {
   }
   return { ...routeName(name, undefined, table), reference: parseReference(ref) };
 }
-

@@ -2,8 +2,7 @@ import { RegistryError } from './errors.js';
 
 /** A single byte range as asked: `bytes=N-`, `bytes=N-M` or the suffix `bytes=-S`. */
 export type RangeSpec =
-  | { readonly kind: 'from'; readonly start: number; readonly end?: number }
-  | { readonly kind: 'suffix'; readonly length: number };
+  { readonly kind: 'from'; readonly start: number; readonly end?: number } | { readonly kind: 'suffix'; readonly length: number };
 
 /** A range resolved against a size: inclusive bounds, as in Content-Range. */
 export interface ByteRange {

@@ -34,7 +34,6 @@ export function createRepositoryFilter(rules: { readonly allow: readonly string[
   const allow = rules.allow.map(compilePattern);
   const deny = rules.deny.map(compilePattern);
   return {
-    allows: (repository) =>
-      !deny.some((re) => re.test(repository)) && (allow.length === 0 || allow.some((re) => re.test(repository))),
+    allows: (repository) => !deny.some((re) => re.test(repository)) && (allow.length === 0 || allow.some((re) => re.test(repository))),
   };
 }

@@ -271,12 +271,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
    * kept stays whole; a member that a unit not (yet) chosen still reaches, or that is kept
    * itself, stays.
    */
-  function chooseVictims(
-    units: readonly StoreUnit[],
-    keep: Set<string>,
-    idleBefore: number | undefined,
-    targetBytes: number | undefined,
-  ) {
+  function chooseVictims(units: readonly StoreUnit[], keep: Set<string>, idleBefore: number | undefined, targetBytes: number | undefined) {
     const holders = new Map<string, number>();
     for (const unit of units) for (const hex of unit.members) holders.set(hex, (holders.get(hex) ?? 0) + 1);
     const victims: [string, Entry, EvictionReason][] = [];
@@ -297,11 +292,7 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
     return victims;
   }
 
-  async function evict(
-    idleBefore: number | undefined,
-    target: () => number | undefined,
-    dryRun: boolean,
-  ): Promise<EvictionReport> {
+  async function evict(idleBefore: number | undefined, target: () => number | undefined, dryRun: boolean): Promise<EvictionReport> {
     const lease = await store.locks.tryLock(lockNames.evict);
     if (!lease) return report({ removed: 0, removedBytes: 0, byReason: { size: 0, ttl: 0 } }, dryRun, true);
     try {

@@ -67,10 +67,7 @@ export interface StoreUnit {
  * The units of what is stored, least recently used first (ties keep the order given).
  * `entries` is every stored digest with its recency, least recent first.
  */
-export function storeUnits(
-  entries: Iterable<readonly [string, { readonly lastUsedMs: number }]>,
-  graph: ManifestGraph,
-): StoreUnit[] {
+export function storeUnits(entries: Iterable<readonly [string, { readonly lastUsedMs: number }]>, graph: ManifestGraph): StoreUnit[] {
   const stored = new Map(entries);
   const referenced = new Set<string>();
   for (const [hex, refs] of graph) if (stored.has(hex)) for (const ref of refs) if (ref !== hex) referenced.add(ref);

@@ -27,9 +27,32 @@ export class StoreRefusedError extends Error {
 
 /** Directories that belong to the system, never to a store (exact paths; anything under /proc, /sys too). */
 const SYSTEM_DIRS: ReadonlySet<string> = new Set([
-  '/', '/bin', '/boot', '/dev', '/etc', '/home', '/lib', '/lib32', '/lib64', '/libx32', '/opt', '/proc', '/root',
-  '/run', '/sbin', '/sys', '/tmp', '/usr', '/usr/bin', '/usr/lib', '/usr/local', '/usr/sbin', '/var', '/var/lib',
-  '/var/log', '/var/tmp',
+  '/',
+  '/bin',
+  '/boot',
+  '/dev',
+  '/etc',
+  '/home',
+  '/lib',
+  '/lib32',
+  '/lib64',
+  '/libx32',
+  '/opt',
+  '/proc',
+  '/root',
+  '/run',
+  '/sbin',
+  '/sys',
+  '/tmp',
+  '/usr',
+  '/usr/bin',
+  '/usr/lib',
+  '/usr/local',
+  '/usr/sbin',
+  '/var',
+  '/var/lib',
+  '/var/log',
+  '/var/tmp',
 ]);
 
 /** Made by the file system on ext* volumes (a fresh volume mounted as the store). */

@@ -95,8 +95,7 @@ const CALLER_HEADER_DENYLIST: ReadonlySet<string> = new Set([
 ]);
 
 type Attempt =
-  | { readonly hop: Hop }
-  | { readonly error: RegistryError; readonly retryable: boolean; readonly retryAfterMs?: number | undefined };
+  { readonly hop: Hop } | { readonly error: RegistryError; readonly retryable: boolean; readonly retryAfterMs?: number | undefined };
 
 export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upstream {
   const now = deps.now ?? Date.now;
@@ -187,11 +186,18 @@ export function createUpstream(config: UpstreamConfig, deps: UpstreamDeps): Upst
 
   /** One exchange: redirects followed, each hop authenticated for its own origin. */
   function exchange(req: UpstreamRequest, endpoint: Endpoint): Promise<Hop> {
-    return followRedirects(urlFor(endpoint.base, req), requestHeaders(req), (url, headers) => sendAuthenticated(req, endpoint, url, headers));
+    return followRedirects(urlFor(endpoint.base, req), requestHeaders(req), (url, headers) =>
+      sendAuthenticated(req, endpoint, url, headers),
+    );
   }
 
   /** One hop: sent with what its origin asked for before; a 401 is answered once from its own challenge. */
-  async function sendAuthenticated(req: UpstreamRequest, endpoint: Endpoint, url: URL, headers: Readonly<Record<string, string>>): Promise<Hop> {
+  async function sendAuthenticated(
+    req: UpstreamRequest,
+    endpoint: Endpoint,
+    url: URL,
+    headers: Readonly<Record<string, string>>,
+  ): Promise<Hop> {
     const { auth } = endpoint;
     const send = (authorization: string | undefined) =>
       transport.send(req.method, url, withAuthorization(headers, authorization), req.signal);

@@ -65,8 +65,10 @@ const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_|CERT_|
 export function networkError(err: unknown, what: string): UpstreamError {
   const code = errorCode(err) ?? 'unknown error';
   if (TLS_CODE.test(code)) {
-    const hint = 'check the upstream\'s tls.caFile, tls.certFile and tls.keyFile';
-    return new UpstreamError('UNAVAILABLE', `${what} failed: TLS handshake with the upstream failed (${code}); ${hint}`, 'tls', { cause: err });
+    const hint = "check the upstream's tls.caFile, tls.certFile and tls.keyFile";
+    return new UpstreamError('UNAVAILABLE', `${what} failed: TLS handshake with the upstream failed (${code}); ${hint}`, 'tls', {
+      cause: err,
+    });
   }
   const reason = TRANSIENT_CODES.has(code) ? 'unreachable' : 'invalid';
   return new UpstreamError('UNAVAILABLE', `${what} failed: ${code}`, reason, { cause: err });
@@ -76,11 +78,7 @@ export function networkError(err: unknown, what: string): UpstreamError {
  * Maps a final upstream status that is not a success. 404 is the caller's *_UNKNOWN
  * code (not an upstream failure); everything else is an UpstreamError.
  */
-export function statusError(
-  status: number,
-  notFound: ErrorCode,
-  retryAfterMs?: number,
-): RegistryError {
+export function statusError(status: number, notFound: ErrorCode, retryAfterMs?: number): RegistryError {
   const headers = retryAfterMs === undefined ? {} : { 'retry-after': String(Math.ceil(retryAfterMs / 1000)) };
   if (status === 404) return new RegistryError(notFound, 'not found upstream', { statusCode: 404 });
   if (status === 401 || status === 403) {

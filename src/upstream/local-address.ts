@@ -30,7 +30,10 @@ function isLocalV4(ip: string): boolean {
 /** The eight 16-bit groups of a valid IPv6 address (`::` expanded, a trailing IPv4 part split in two). */
 function hextets(ip: string): number[] {
   const v4 = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(ip);
-  const text = v4 ? ip.slice(0, v4.index) + [Number(v4[1]) * 256 + Number(v4[2]), Number(v4[3]) * 256 + Number(v4[4])].map((n) => n.toString(16)).join(':') : ip;
+  const text = v4
+    ? ip.slice(0, v4.index) +
+      [Number(v4[1]) * 256 + Number(v4[2]), Number(v4[3]) * 256 + Number(v4[4])].map((n) => n.toString(16)).join(':')
+    : ip;
   const [head = '', tail] = text.split('::');
   const parse = (part: string): number[] => (part === '' ? [] : part.split(':').map((x) => Number.parseInt(x, 16)));
   const left = parse(head);
@@ -90,7 +93,10 @@ export function lookupWithoutLocal(ownHost: string, resolve: Resolve = dnsLookup
  * upstream's own, unless the upstream may send the mirror there (`allowLocal`); then
  * undefined (net's own lookup) unless a resolver is injected.
  */
-export function connectLookup(ownHost: string, options: { readonly allowLocal: boolean; readonly resolve?: Resolve | undefined }): LookupFunction | undefined {
+export function connectLookup(
+  ownHost: string,
+  options: { readonly allowLocal: boolean; readonly resolve?: Resolve | undefined },
+): LookupFunction | undefined {
   if (!options.allowLocal) return lookupWithoutLocal(ownHost, options.resolve);
   const { resolve } = options;
   if (resolve === undefined) return undefined;

@@ -18,11 +18,7 @@ export type SendHop = (url: URL, headers: Readonly<Record<string, string>>) => P
  * a redirect (or a redirect without Location). Method and other headers (Accept, Range)
  * are kept on every hop: we only send GET and HEAD, which 303 leaves as they are.
  */
-export async function followRedirects(
-  start: URL,
-  headers: Readonly<Record<string, string>>,
-  send: SendHop,
-): Promise<Hop> {
+export async function followRedirects(start: URL, headers: Readonly<Record<string, string>>, send: SendHop): Promise<Hop> {
   const seen = new Set([start.href]);
   let url = start;
   let hopHeaders = headers;

@@ -70,7 +70,11 @@ class SpeedGuard extends Readable {
       if (this.#bytes < floorBytes) {
         const rate = Math.round((this.#bytes * 1000) / this.#waitedMs);
         this.destroy(
-          new UpstreamError('UNAVAILABLE', `upstream body too slow: ${rate} B/s, below ${this.#floor.minBytesPerSecond} B/s`, 'unreachable'),
+          new UpstreamError(
+            'UNAVAILABLE',
+            `upstream body too slow: ${rate} B/s, below ${this.#floor.minBytesPerSecond} B/s`,
+            'unreachable',
+          ),
         );
         return;
       }

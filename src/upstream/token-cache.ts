@@ -161,9 +161,7 @@ async function requestTokenBody(
   send: SendToken,
 ): Promise<Buffer> {
   try {
-    const hop = await followRedirects(url, headers, (hopUrl, hopHeaders) =>
-      send(hopUrl, hopHeaders, signal),
-    );
+    const hop = await followRedirects(url, headers, (hopUrl, hopHeaders) => send(hopUrl, hopHeaders, signal));
     if (hop.status < 200 || hop.status > 299) {
       discard(hop.body);
       throw tokenStatusError(hop.status);
@@ -252,7 +250,10 @@ export function isInTrustBoundary(realm: URL, upstream: URL, trustedRealms: read
 }
 
 function normaliseHost(hostname: string): string {
-  return hostname.toLowerCase().replace(/\.$/, '').replace(/^\[(.*)\]$/, '$1');
+  return hostname
+    .toLowerCase()
+    .replace(/\.$/, '')
+    .replace(/^\[(.*)\]$/, '$1');
 }
 
 /**
@@ -265,6 +266,12 @@ const TENANT_SUFFIXES: readonly string[] = ['azurecr.io', 'azurecr.cn', 'azurecr
 
 function registrableDomain(host: string): string | undefined {
   const tenant = TENANT_SUFFIXES.find((suffix) => host.endsWith(`.${suffix}`));
-  if (tenant !== undefined) return host.slice(0, -tenant.length - 1).split('.').pop() + `.${tenant}`;
+  if (tenant !== undefined)
+    return (
+      host
+        .slice(0, -tenant.length - 1)
+        .split('.')
+        .pop() + `.${tenant}`
+    );
   return getDomain(host, { allowPrivateDomains: true }) ?? undefined;
 }

@@ -27,13 +27,7 @@ export type Method = 'GET' | 'HEAD';
 
 export interface Transport {
   /** `metricMethod` labels the round trip (`TOKEN` for token fetches). */
-  send(
-    method: Method,
-    url: URL,
-    headers: Readonly<Record<string, string>>,
-    signal?: AbortSignal,
-    metricMethod?: string,
-  ): Promise<Hop>;
+  send(method: Method, url: URL, headers: Readonly<Record<string, string>>, signal?: AbortSignal, metricMethod?: string): Promise<Hop>;
   close(): Promise<void>;
 }
 
@@ -110,7 +104,8 @@ function createAgent(config: UpstreamConfig, lookup: LookupFunction | undefined)
   const common = { connections: config.maxConnections, headersTimeout: config.timeouts.headersMs, bodyTimeout: config.timeouts.bodyMs };
   const { proxy, envProxy } = config;
   if (proxy !== undefined) {
-    const token = proxy.username === undefined ? {} : { token: `Basic ${Buffer.from(`${proxy.username}:${proxy.password ?? ''}`).toString('base64')}` };
+    const token =
+      proxy.username === undefined ? {} : { token: `Basic ${Buffer.from(`${proxy.username}:${proxy.password ?? ''}`).toString('base64')}` };
     return new ProxyAgent({ ...common, uri: proxy.url, ...token, requestTls: { ...tls, timeout }, proxyTls: { timeout } });
   }
   const connect = { timeout, ...tls, ...(lookup === undefined ? {} : { lookup }) };

@@ -35,9 +35,7 @@ export async function fanOut(url: string, digest: string, sizeBytes: number, cli
   );
   await Promise.all(workers.map((w) => new Promise((resolve, reject) => w.once('message', resolve).once('error', reject))));
   const startAt = performance.timeOrigin + performance.now();
-  const done = workers.map(
-    (w) => new Promise<ClientResult[]>((resolve, reject) => w.once('message', resolve).once('error', reject)),
-  );
+  const done = workers.map((w) => new Promise<ClientResult[]>((resolve, reject) => w.once('message', resolve).once('error', reject)));
   for (const w of workers) w.postMessage({ startAt });
   const results = (await Promise.all(done)).flat();
   await Promise.all(workers.map((w) => w.terminate()));

@@ -24,12 +24,23 @@ async function version(command: string, args: readonly string[]): Promise<string
     ({ stdout, stderr }) => `${stdout}${stderr}`,
     (err: { stdout?: string; stderr?: string }) => `${err.stdout ?? ''}${err.stderr ?? ''}`,
   );
-  return out.split('\n').find((l) => l.trim() !== '')?.trim() ?? 'unknown';
+  return (
+    out
+      .split('\n')
+      .find((l) => l.trim() !== '')
+      ?.trim() ?? 'unknown'
+  );
 }
 
 async function gitState(): Promise<string> {
-  const head = await run('git', ['rev-parse', '--short', 'HEAD']).then((r) => r.stdout.trim(), () => 'unknown');
-  const dirty = await run('git', ['status', '--porcelain', '--', 'src']).then((r) => r.stdout.trim() !== '', () => false);
+  const head = await run('git', ['rev-parse', '--short', 'HEAD']).then(
+    (r) => r.stdout.trim(),
+    () => 'unknown',
+  );
+  const dirty = await run('git', ['status', '--porcelain', '--', 'src']).then(
+    (r) => r.stdout.trim() !== '',
+    () => false,
+  );
   return dirty ? `${head} with uncommitted changes in src/` : head;
 }
 
@@ -84,7 +95,8 @@ worker), read before and after each run; GB and MB are 10⁹ and 10⁶ bytes.
 
 export async function resultsMarkdown(results: readonly ScenarioResult[], facts: RunFacts): Promise<string> {
   const lines = verdicts(results).map((v) => {
-    const by = v.goal !== 0 && Number.isFinite(v.goal) ? ` (${format((v.ours / v.goal) * 100, 0)} % of the goal ${format(v.goal, v.digits)})` : '';
+    const by =
+      v.goal !== 0 && Number.isFinite(v.goal) ? ` (${format((v.ours / v.goal) * 100, 0)} % of the goal ${format(v.goal, v.digits)})` : '';
     return `- ${v.met ? 'met' : '**missed**'}: ${v.scenario}, ${v.metric} ${v.target}: ours ${format(v.ours, v.digits)}${by}`;
   });
   return [

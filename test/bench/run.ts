@@ -52,7 +52,12 @@ describe('oci-mirror beside Distribution and nginx', () => {
       const cpuProfDir = env['BENCH_CPU_PROF'];
       if (cpuProfDir) await mkdir(cpuProfDir, { recursive: true });
       const main = env['BENCH_MIRROR'];
-      const ours = await startMirror(dir, upstream.url, { name: 'ours', storeDir, ...(cpuProfDir ? { cpuProfDir } : {}), ...(main ? { main } : {}) });
+      const ours = await startMirror(dir, upstream.url, {
+        name: 'ours',
+        storeDir,
+        ...(cpuProfDir ? { cpuProfDir } : {}),
+        ...(main ? { main } : {}),
+      });
       servers.push(ours);
       const distribution = await startDistributionProxy(dir, upstream.url);
       servers.push(distribution);

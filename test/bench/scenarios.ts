@@ -59,7 +59,9 @@ function warmBlob(connections: number): Scenario<BenchContext> {
       const { repository, digest } = ctx.seeded.warmBlob;
       const url = `${ctx.servers[system].url}/v2/${repository}/blobs/${digest}`;
       const threads = Math.min(connections, 2);
-      const { result, cpu } = await wrkWithCpu(ctx, system, () => runWrk(ctx.wrkScript, { url, connections, threads, seconds: ctx.seconds }));
+      const { result, cpu } = await wrkWithCpu(ctx, system, () =>
+        runWrk(ctx.wrkScript, { url, connections, threads, seconds: ctx.seconds }),
+      );
       return { mbps: result.bytes / result.seconds / 1e6, cpuPerGb: cpu / (result.bytes / 1e9) };
     },
   };
@@ -119,7 +121,8 @@ const coldFanOut: Scenario<BenchContext> = {
     const mark = await accessMark(ctx.upstream);
     const url = `${server.url}/v2/${blob.repository}/blobs/${blob.digest}`;
     const result = await fanOut(url, blob.digest, BLOB_BYTES, 50);
-    if (result.failures.length > 0) throw new Error(`${system}: ${result.failures.length} clients got wrong bytes: ${JSON.stringify(result.failures[0])}`);
+    if (result.failures.length > 0)
+      throw new Error(`${system}: ${result.failures.length} clients got wrong bytes: ${JSON.stringify(result.failures[0])}`);
     const peak = await peakRssBytes(pids);
     const fetched = (await accessSince(ctx.upstream, mark)).filter((e) => e.method === 'GET' && e.path.endsWith(blob.digest));
     return {

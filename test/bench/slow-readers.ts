@@ -81,7 +81,9 @@ describe('slow readers', () => {
 
       const mib = (n: number): string => `${(n / MiB).toFixed(1)} MiB`;
       log(`bench: ${READERS} readers × ${SECONDS} s at ${READ_BYTES_PER_SECOND} B/s; ${mib(read)} read in all`);
-      log(`bench: mirror RSS before ${mib(rssBefore)}, all connected ${mib(rssConnected)}, at the end ${mib(rssDuring)}, peak ${mib(peak)}, after ${mib(rssAfter)}`);
+      log(
+        `bench: mirror RSS before ${mib(rssBefore)}, all connected ${mib(rssConnected)}, at the end ${mib(rssDuring)}, peak ${mib(peak)}, after ${mib(rssAfter)}`,
+      );
       log(`bench: peak growth over idle ${mib(peak - rssBefore)} (target < 256 MiB): ${peak - rssBefore < 256 * MiB ? 'met' : 'MISSED'}`);
       expect(statuses[200]).toBe(READERS);
     } finally {

@@ -94,10 +94,7 @@ export interface Upstream extends Server {
 export async function startUpstream(dir: string): Promise<Upstream> {
   const port = await freePort();
   const config = join(dir, 'upstream.yml');
-  await writeFile(
-    config,
-    registryConfig(port, join(dir, 'upstream-data'), [], ['  delete:', '    enabled: true']),
-  );
+  await writeFile(config, registryConfig(port, join(dir, 'upstream-data'), [], ['  delete:', '    enabled: true']));
   const server = await launch('upstream', dir, REGISTRY_BIN, ['serve', config], port, '/v2/');
   return { ...server, accessLog: join(dir, 'upstream.out.log') };
 }
@@ -108,7 +105,12 @@ export async function startDistributionProxy(dir: string, upstreamUrl: string): 
   const config = join(dir, 'distribution.yml');
   await writeFile(
     config,
-    registryConfig(port, join(dir, 'distribution-data'), ['proxy:', `  remoteurl: ${upstreamUrl}`], ['  cache:', '    blobdescriptor: inmemory']),
+    registryConfig(
+      port,
+      join(dir, 'distribution-data'),
+      ['proxy:', `  remoteurl: ${upstreamUrl}`],
+      ['  cache:', '    blobdescriptor: inmemory'],
+    ),
   );
   return launch('distribution', dir, REGISTRY_BIN, ['serve', config], port, '/v2/');
 }
@@ -166,7 +168,14 @@ export async function startMirror(dir: string, upstreamUrl: string, options: Mir
   );
   const node = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : [];
   const workers = options.workers ? ['--workers', String(options.workers)] : [];
-  const server = await launch(options.name, dir, process.execPath, [...node, options.main ?? BUILT_MAIN, 'serve', '--config', config, ...workers], port, '/v2/');
+  const server = await launch(
+    options.name,
+    dir,
+    process.execPath,
+    [...node, options.main ?? BUILT_MAIN, 'serve', '--config', config, ...workers],
+    port,
+    '/v2/',
+  );
   if (options.workers) await waitForWorkers(server, join(dir, `${options.name}.out.log`), options.workers);
   return server;
 }

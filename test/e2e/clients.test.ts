@@ -64,9 +64,16 @@ async function pullAndCheck(client: PullClient, target: Target, phase: string, s
   await client.reset();
   const started = performance.now();
   const pulled = await client.pull(scenario.request, target);
-  timings.push({ client: client.name, version: client.version, phase, scenario: scenario.title, ms: Math.round(performance.now() - started) });
+  timings.push({
+    client: client.name,
+    version: client.version,
+    phase,
+    scenario: scenario.title,
+    ms: Math.round(performance.now() - started),
+  });
   expect(pulled.topDigest, scenario.title).toBe(scenario.image.topDigest);
-  const expected = client.platforms === 'all' ? scenario.image.manifests.map((m) => m.configDigest) : [hostManifest(scenario.image).configDigest];
+  const expected =
+    client.platforms === 'all' ? scenario.image.manifests.map((m) => m.configDigest) : [hostManifest(scenario.image).configDigest];
   expect([...pulled.configDigests].sort(), scenario.title).toEqual([...expected].sort());
   return pulled;
 }
@@ -74,60 +81,62 @@ async function pullAndCheck(client: PullClient, target: Target, phase: string, s
 const upstreamBytes = (metrics: Metrics): Promise<number> => metricValue(metrics.upstreamBytes);
 const requests = (metrics: Metrics, outcome: string): Promise<number> => metricValue(metrics.requests, { outcome });
 
-for (const clientCase of CLIENTS) describe(clientCase.label, () => {
-  let client: PullClient;
-  let mirror: E2eMirror;
+for (const clientCase of CLIENTS)
+  describe(clientCase.label, () => {
+    let client: PullClient;
+    let mirror: E2eMirror;
 
-  beforeAll(async () => {
-    client = await clientCase.start();
-    mirror = await startE2eMirror(world.upstreamUrls);
-  });
-
-  afterAll(async () => {
-    await mirror?.stop();
-    await client?.stop();
-    await world?.startUpstreams();
-  });
-
-  if (clientCase.direct) {
-    it('pulls every image straight from the upstream registries (the baseline)', async () => {
-      for (const scenario of world.scenarios) await pullAndCheck(client, world.direct, 'direct', scenario);
+    beforeAll(async () => {
+      client = await clientCase.start();
+      mirror = await startE2eMirror(world.upstreamUrls);
     });
-  }
 
-  it('cold: pulls every image through an empty mirror, which fetches each from its upstream', async () => {
-    for (const scenario of world.scenarios) await pullAndCheck(client, mirror.target, 'cold', scenario);
-    expect(await upstreamBytes(mirror.runtime.metrics)).toBeGreaterThan(0);
-    expect(await requests(mirror.runtime.metrics, 'miss')).toBeGreaterThan(0);
-  });
+    afterAll(async () => {
+      await mirror?.stop();
+      await client?.stop();
+      await world?.startUpstreams();
+    });
 
-  it('warm: pulls every image again with every upstream stopped, from the cache alone', async () => {
-    const fetchedBefore = await upstreamBytes(mirror.runtime.metrics);
-    const hitsBefore = await requests(mirror.runtime.metrics, 'hit');
-    await world.stopUpstreams();
-    try {
-      for (const scenario of world.scenarios) await pullAndCheck(client, mirror.target, 'warm', scenario);
-    } finally {
-      await world.startUpstreams();
+    if (clientCase.direct) {
+      it('pulls every image straight from the upstream registries (the baseline)', async () => {
+        for (const scenario of world.scenarios) await pullAndCheck(client, world.direct, 'direct', scenario);
+      });
     }
-    expect(await upstreamBytes(mirror.runtime.metrics)).toBe(fetchedBefore);
-    expect(await requests(mirror.runtime.metrics, 'hit')).toBeGreaterThan(hitsBefore);
-    // Tags are never fresh here: each was revalidated, the upstream failed, the record was served.
-    expect(await metricValue(mirror.runtime.metrics.staleServed)).toBeGreaterThan(0);
-  });
 
-  if (clientCase.tls) {
-    it('pulls through a mirror serving HTTPS with a certificate from a test CA', async () => {
-      const secure = await startE2eMirror(world.upstreamUrls, { pki });
-      try {
-        for (const scenario of world.scenarios.filter((s) => s.image.multiArch)) await pullAndCheck(client, secure.target, 'cold https', scenario);
-        expect(await requests(secure.runtime.metrics, 'miss')).toBeGreaterThan(0);
-      } finally {
-        await secure.stop();
-      }
+    it('cold: pulls every image through an empty mirror, which fetches each from its upstream', async () => {
+      for (const scenario of world.scenarios) await pullAndCheck(client, mirror.target, 'cold', scenario);
+      expect(await upstreamBytes(mirror.runtime.metrics)).toBeGreaterThan(0);
+      expect(await requests(mirror.runtime.metrics, 'miss')).toBeGreaterThan(0);
     });
-  }
-});
+
+    it('warm: pulls every image again with every upstream stopped, from the cache alone', async () => {
+      const fetchedBefore = await upstreamBytes(mirror.runtime.metrics);
+      const hitsBefore = await requests(mirror.runtime.metrics, 'hit');
+      await world.stopUpstreams();
+      try {
+        for (const scenario of world.scenarios) await pullAndCheck(client, mirror.target, 'warm', scenario);
+      } finally {
+        await world.startUpstreams();
+      }
+      expect(await upstreamBytes(mirror.runtime.metrics)).toBe(fetchedBefore);
+      expect(await requests(mirror.runtime.metrics, 'hit')).toBeGreaterThan(hitsBefore);
+      // Tags are never fresh here: each was revalidated, the upstream failed, the record was served.
+      expect(await metricValue(mirror.runtime.metrics.staleServed)).toBeGreaterThan(0);
+    });
+
+    if (clientCase.tls) {
+      it('pulls through a mirror serving HTTPS with a certificate from a test CA', async () => {
+        const secure = await startE2eMirror(world.upstreamUrls, { pki });
+        try {
+          for (const scenario of world.scenarios.filter((s) => s.image.multiArch))
+            await pullAndCheck(client, secure.target, 'cold https', scenario);
+          expect(await requests(secure.runtime.metrics, 'miss')).toBeGreaterThan(0);
+        } finally {
+          await secure.stop();
+        }
+      });
+    }
+  });
 
 /** Per client and phase, the total pull time over every scenario; also written as JSON for the record. */
 async function reportTimings(all: readonly Timing[]): Promise<void> {
@@ -141,6 +150,9 @@ async function reportTimings(all: readonly Timing[]): Promise<void> {
   }
   await mkdir('.test-results', { recursive: true });
   await writeFile('.test-results/e2e-client-timings.json', `${JSON.stringify({ summary: [...rows.values()], pulls: all }, null, 2)}\n`);
-  const lines = [...rows.values()].map((r) => `${r.client.padEnd(40)} ${r.version.padEnd(16)} ${r.phase.padEnd(11)} ${String(r.pulls).padStart(2)} pulls ${String(r.ms).padStart(7)} ms`);
+  const lines = [...rows.values()].map(
+    (r) =>
+      `${r.client.padEnd(40)} ${r.version.padEnd(16)} ${r.phase.padEnd(11)} ${String(r.pulls).padStart(2)} pulls ${String(r.ms).padStart(7)} ms`,
+  );
   console.log(`pull times (each pull from an empty client):\n${lines.join('\n')}`);
 }

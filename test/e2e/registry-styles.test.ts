@@ -3,7 +3,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startMirror, type MirrorHandle } from '../support/mirror.js';
-import { startStyledRegistry, styleImage, type Seen, type StyleImage, type StyleSpec, type StyledRegistry } from '../support/registry-styles.js';
+import {
+  startStyledRegistry,
+  styleImage,
+  type Seen,
+  type StyleImage,
+  type StyleSpec,
+  type StyledRegistry,
+} from '../support/registry-styles.js';
 import { readDirImage, skopeoCopy } from '../support/skopeo.js';
 
 /**
@@ -27,33 +34,68 @@ const acrSecret = 'acr-scoped-token-91c2';
 
 const CASES: readonly Case[] = [
   {
-    spec: { name: 'docker-hub', auth: 'bearer', realmHost: 'other', service: 'registry.docker.io', tokenFields: 'both', storage: { status: 307, ttlMs: 60_000 } },
+    spec: {
+      name: 'docker-hub',
+      auth: 'bearer',
+      realmHost: 'other',
+      service: 'registry.docker.io',
+      tokenFields: 'both',
+      storage: { status: 307, ttlMs: 60_000 },
+    },
     repository: 'library/alpine-styled',
     challengingOrigins: 1,
   },
-  { spec: { name: 'ghcr', auth: 'bearer', service: 'ghcr.io', storage: { status: 307, ttlMs: 60_000 } }, repository: 'owner/app', challengingOrigins: 1 },
+  {
+    spec: { name: 'ghcr', auth: 'bearer', service: 'ghcr.io', storage: { status: 307, ttlMs: 60_000 } },
+    repository: 'owner/app',
+    challengingOrigins: 1,
+  },
   {
     spec: { name: 'quay', auth: 'bearer', realmPath: '/v2/auth', service: 'quay.io', storage: { status: 302, ttlMs: 2_000 } },
     repository: 'org/app',
     challengingOrigins: 1,
   },
   {
-    spec: { name: 'registry.k8s.io', auth: 'bearer', realmPath: '/v2/token', service: 'us-docker.pkg.dev', frontPrefix: 'k8s-artifacts-prod/images/', storage: { status: 302, ttlMs: 60_000 } },
+    spec: {
+      name: 'registry.k8s.io',
+      auth: 'bearer',
+      realmPath: '/v2/token',
+      service: 'us-docker.pkg.dev',
+      frontPrefix: 'k8s-artifacts-prod/images/',
+      storage: { status: 302, ttlMs: 60_000 },
+    },
     repository: 'pause',
     challengingOrigins: 1,
   },
   {
-    spec: { name: 'ecr', auth: 'basic', service: 'ecr.amazonaws.com', credentials: () => ({ username: 'AWS', password: ecrPassword.value }), storage: { status: 307, ttlMs: 60_000 } },
+    spec: {
+      name: 'ecr',
+      auth: 'basic',
+      service: 'ecr.amazonaws.com',
+      credentials: () => ({ username: 'AWS', password: ecrPassword.value }),
+      storage: { status: 307, ttlMs: 60_000 },
+    },
     repository: 'team/service',
     auth: () => ({ username: 'AWS', passwordFile: ecrFile }),
     challengingOrigins: 1,
   },
   {
-    spec: { name: 'ecr-public', auth: 'bearer', realmPath: '/token/', service: 'public.ecr.aws', challengeScope: 'aws', storage: { status: 307, ttlMs: 60_000 } },
+    spec: {
+      name: 'ecr-public',
+      auth: 'bearer',
+      realmPath: '/token/',
+      service: 'public.ecr.aws',
+      challengeScope: 'aws',
+      storage: { status: 307, ttlMs: 60_000 },
+    },
     repository: 'docker/library/busybox',
     challengingOrigins: 1,
   },
-  { spec: { name: 'mcr', auth: 'anonymous', storage: { status: 307, ttlMs: 60_000 } }, repository: 'dotnet/runtime', challengingOrigins: 0 },
+  {
+    spec: { name: 'mcr', auth: 'anonymous', storage: { status: 307, ttlMs: 60_000 } },
+    repository: 'dotnet/runtime',
+    challengingOrigins: 0,
+  },
   {
     spec: {
       name: 'acr',
@@ -70,12 +112,24 @@ const CASES: readonly Case[] = [
     challengingOrigins: 1,
   },
   {
-    spec: { name: 'gitlab', auth: 'bearer', realmHost: 'other', realmPath: '/jwt/auth', service: 'container_registry', anonymousTokens: 'unscoped', credentials: () => ({ username: 'deploy', password: secret }) },
+    spec: {
+      name: 'gitlab',
+      auth: 'bearer',
+      realmHost: 'other',
+      realmPath: '/jwt/auth',
+      service: 'container_registry',
+      anonymousTokens: 'unscoped',
+      credentials: () => ({ username: 'deploy', password: secret }),
+    },
     repository: 'group/project/image',
     auth: (registry) => ({ username: 'deploy', passwordEnv: 'GITLAB_TOKEN', realms: [registry.realmOrigin] }),
     challengingOrigins: 1,
   },
-  { spec: { name: 'harbor', auth: 'bearer', realmPath: '/service/token', service: 'harbor-registry' }, repository: 'proxy/library/nginx', challengingOrigins: 1 },
+  {
+    spec: { name: 'harbor', auth: 'bearer', realmPath: '/service/token', service: 'harbor-registry' },
+    repository: 'proxy/library/nginx',
+    challengingOrigins: 1,
+  },
 ];
 
 let ecrFile = '';
@@ -117,7 +171,9 @@ describe('registry styles, pulled with skopeo through the mirror', () => {
         record(c.spec.name, 'warm', warm);
         expect(warm.filter((s) => s.kind === 'blob' || s.kind === 'storage')).toHaveLength(0);
         expect(warm.filter((s) => s.status === 401)).toHaveLength(0);
-        expect(warm.filter((s) => s.host === 'registry' && s.method === 'HEAD' && s.kind === 'manifest' && s.status === 200)).toHaveLength(1);
+        expect(warm.filter((s) => s.host === 'registry' && s.method === 'HEAD' && s.kind === 'manifest' && s.status === 200)).toHaveLength(
+          1,
+        );
         if (c.spec.name === 'ecr') await rotateEcr(mirror, registry, second, out);
       } finally {
         await mirror?.stop();
@@ -177,5 +233,7 @@ function record(style: string, pull: string, seen: readonly Seen[]): void {
     for (const s of seen.filter((x) => x.host === host)) kinds.set(`${s.method} ${s.kind}`, (kinds.get(`${s.method} ${s.kind}`) ?? 0) + 1);
     return [...kinds].map(([k, n]) => `${k} ×${n}`).join(', ') || '–';
   };
-  table.push(`| ${style} | ${pull} | ${at('registry')} | ${at('realm')} | ${at('storage')} | ${at('front')} | ${seen.filter((s) => s.status === 401).length} |`);
+  table.push(
+    `| ${style} | ${pull} | ${at('registry')} | ${at('realm')} | ${at('storage')} | ${at('front')} | ${seen.filter((s) => s.status === 401).length} |`,
+  );
 }

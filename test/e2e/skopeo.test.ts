@@ -20,12 +20,37 @@ describe('skopeo through the mirror', () => {
   beforeAll(async () => {
     out = await mkdtemp(join(tmpdir(), 'oci-mirror-skopeo-'));
     registry = await startRegistry();
-    single = await pushImage(registry.url, 'library/alpine-synth', '3.20', buildImage({ mediaTypes: 'docker', layers: [{ seed: 'sk-1', size: 1 << 20 }, { seed: 'sk-2', size: 3 << 20 }] }));
+    single = await pushImage(
+      registry.url,
+      'library/alpine-synth',
+      '3.20',
+      buildImage({
+        mediaTypes: 'docker',
+        layers: [
+          { seed: 'sk-1', size: 1 << 20 },
+          { seed: 'sk-2', size: 3 << 20 },
+        ],
+      }),
+    );
     multi = await pushIndex(registry.url, 'team/sub/app-synth', 'v2', {
       mediaTypes: 'oci',
       images: [
-        buildImage({ mediaTypes: 'oci', layers: [{ seed: 'sk-shared', size: 512 << 10 }, { seed: 'sk-amd', size: 1 << 20 }], platform: { os: 'linux', architecture: 'amd64' } }),
-        buildImage({ mediaTypes: 'oci', layers: [{ seed: 'sk-shared', size: 512 << 10 }, { seed: 'sk-arm', size: 1 << 20 }], platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }),
+        buildImage({
+          mediaTypes: 'oci',
+          layers: [
+            { seed: 'sk-shared', size: 512 << 10 },
+            { seed: 'sk-amd', size: 1 << 20 },
+          ],
+          platform: { os: 'linux', architecture: 'amd64' },
+        }),
+        buildImage({
+          mediaTypes: 'oci',
+          layers: [
+            { seed: 'sk-shared', size: 512 << 10 },
+            { seed: 'sk-arm', size: 1 << 20 },
+          ],
+          platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+        }),
       ],
     });
     proxy = await startCountingProxy(registry.url);

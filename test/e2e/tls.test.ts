@@ -89,6 +89,8 @@ describe('HTTPS listener', () => {
       },
       {},
     );
-    await expect(createRuntime(config, { log: createSilentLogger(), processMetrics: false })).rejects.toThrow(/listen\.tls\.keyFile: cannot read .*ENOENT/);
+    await expect(createRuntime(config, { log: createSilentLogger(), processMetrics: false })).rejects.toThrow(
+      /listen\.tls\.keyFile: cannot read .*ENOENT/,
+    );
   });
 });

@@ -62,10 +62,19 @@ export async function createWorld(): Promise<World> {
   const alpine = await pushTarImage(hub, 'library/alpine', '3.20', {
     mediaTypes: 'docker',
     platform: host,
-    layers: [{ seed: 'hub-alpine-base', size: 1 * LAYER_MIB }, { seed: 'hub-alpine-app', size: 6 * LAYER_MIB }],
+    layers: [
+      { seed: 'hub-alpine-base', size: 1 * LAYER_MIB },
+      { seed: 'hub-alpine-app', size: 6 * LAYER_MIB },
+    ],
   });
-  const busybox = await pushTarIndex(hub, 'library/busybox', '1.36', { mediaTypes: 'docker', images: platforms('docker', 'hub-busybox', 2 * LAYER_MIB, 4 * LAYER_MIB) });
-  const app = await pushTarIndex(hub, 'org/app', '1.0', { mediaTypes: 'oci', images: platforms('oci', 'hub-app', 1 * LAYER_MIB, 3 * LAYER_MIB) });
+  const busybox = await pushTarIndex(hub, 'library/busybox', '1.36', {
+    mediaTypes: 'docker',
+    images: platforms('docker', 'hub-busybox', 2 * LAYER_MIB, 4 * LAYER_MIB),
+  });
+  const app = await pushTarIndex(hub, 'org/app', '1.0', {
+    mediaTypes: 'oci',
+    images: platforms('oci', 'hub-app', 1 * LAYER_MIB, 3 * LAYER_MIB),
+  });
   // The same repository and tag as on docker.io with other content: only routing by
   // registry (`?ns=`, a path prefix) gets the right digest.
   const ghcrAlpine = await pushTarImage(ghcr, 'library/alpine', '3.20', {
@@ -73,15 +82,46 @@ export async function createWorld(): Promise<World> {
     platform: host,
     layers: [{ seed: 'ghcr-alpine', size: 2 * LAYER_MIB }],
   });
-  const tool = await pushTarIndex(ghcr, 'team/sub/tool', 'v2', { mediaTypes: 'oci', images: platforms('oci', 'ghcr-tool', 1 * LAYER_MIB, 3 * LAYER_MIB) });
+  const tool = await pushTarIndex(ghcr, 'team/sub/tool', 'v2', {
+    mediaTypes: 'oci',
+    images: platforms('oci', 'ghcr-tool', 1 * LAYER_MIB, 3 * LAYER_MIB),
+  });
   const scenarios: Scenario[] = [
-    { title: 'docker.io alpine:3.20, single-arch Docker schema 2', request: { registry: 'docker.io', repository: 'library/alpine', reference: '3.20', dockerName: 'alpine:3.20' }, image: alpine },
-    { title: 'docker.io library/busybox:1.36, Docker manifest list', request: { registry: 'docker.io', repository: 'library/busybox', reference: '1.36', dockerName: 'library/busybox:1.36' }, image: busybox },
-    { title: 'docker.io org/app:1.0, OCI index', request: { registry: 'docker.io', repository: 'org/app', reference: '1.0', dockerName: 'org/app:1.0' }, image: app },
-    { title: 'docker.io org/app by digest, OCI index', request: { registry: 'docker.io', repository: 'org/app', reference: app.topDigest, dockerName: 'org/app' }, image: app },
-    { title: 'ghcr.io library/alpine:3.20, single-arch OCI (same name as on docker.io)', request: { registry: 'ghcr.io', repository: 'library/alpine', reference: '3.20' }, image: ghcrAlpine },
-    { title: 'ghcr.io team/sub/tool:v2, OCI index, three-part name', request: { registry: 'ghcr.io', repository: 'team/sub/tool', reference: 'v2' }, image: tool },
-    { title: 'ghcr.io team/sub/tool by digest, OCI index', request: { registry: 'ghcr.io', repository: 'team/sub/tool', reference: tool.topDigest }, image: tool },
+    {
+      title: 'docker.io alpine:3.20, single-arch Docker schema 2',
+      request: { registry: 'docker.io', repository: 'library/alpine', reference: '3.20', dockerName: 'alpine:3.20' },
+      image: alpine,
+    },
+    {
+      title: 'docker.io library/busybox:1.36, Docker manifest list',
+      request: { registry: 'docker.io', repository: 'library/busybox', reference: '1.36', dockerName: 'library/busybox:1.36' },
+      image: busybox,
+    },
+    {
+      title: 'docker.io org/app:1.0, OCI index',
+      request: { registry: 'docker.io', repository: 'org/app', reference: '1.0', dockerName: 'org/app:1.0' },
+      image: app,
+    },
+    {
+      title: 'docker.io org/app by digest, OCI index',
+      request: { registry: 'docker.io', repository: 'org/app', reference: app.topDigest, dockerName: 'org/app' },
+      image: app,
+    },
+    {
+      title: 'ghcr.io library/alpine:3.20, single-arch OCI (same name as on docker.io)',
+      request: { registry: 'ghcr.io', repository: 'library/alpine', reference: '3.20' },
+      image: ghcrAlpine,
+    },
+    {
+      title: 'ghcr.io team/sub/tool:v2, OCI index, three-part name',
+      request: { registry: 'ghcr.io', repository: 'team/sub/tool', reference: 'v2' },
+      image: tool,
+    },
+    {
+      title: 'ghcr.io team/sub/tool by digest, OCI index',
+      request: { registry: 'ghcr.io', repository: 'team/sub/tool', reference: tool.topDigest },
+      image: tool,
+    },
   ];
   const hostOf = (r: RegistryHandle): string => new URL(r.url).host;
   let running = true;
@@ -116,7 +156,10 @@ export interface E2eMirror {
  * world's registries). Tags are never fresh (`freshFor: 0s`), so a warm pull with the upstreams
  * stopped goes through revalidation, fails it, and must be served stale.
  */
-export async function startE2eMirror(upstreams: Readonly<Record<RegistryName, string>>, options: { pki?: TestPki } = {}): Promise<E2eMirror> {
+export async function startE2eMirror(
+  upstreams: Readonly<Record<RegistryName, string>>,
+  options: { pki?: TestPki } = {},
+): Promise<E2eMirror> {
   const storeDir = await mkdtemp(join(tmpdir(), 'oci-mirror-e2e-store-'));
   const { pki } = options;
   const config = parseConfig(

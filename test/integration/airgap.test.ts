@@ -51,17 +51,42 @@ describe('warm, export, import, offline', () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    single = await pushImage(registry.url, 'library/alpine-synth', '3.20', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ag-single', size: 2 * MiB }] }));
+    single = await pushImage(
+      registry.url,
+      'library/alpine-synth',
+      '3.20',
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ag-single', size: 2 * MiB }] }),
+    );
     multi = await pushIndex(registry.url, 'team/app', 'v1', {
       mediaTypes: 'oci',
       images: [
-        buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ag-shared', size: MiB }, { seed: 'ag-amd64', size: MiB }], platform: { os: 'linux', architecture: 'amd64' } }),
-        buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ag-shared', size: MiB }, { seed: 'ag-arm64', size: MiB }], platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }),
+        buildImage({
+          mediaTypes: 'oci',
+          layers: [
+            { seed: 'ag-shared', size: MiB },
+            { seed: 'ag-amd64', size: MiB },
+          ],
+          platform: { os: 'linux', architecture: 'amd64' },
+        }),
+        buildImage({
+          mediaTypes: 'oci',
+          layers: [
+            { seed: 'ag-shared', size: MiB },
+            { seed: 'ag-arm64', size: MiB },
+          ],
+          platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+        }),
       ],
     });
     dockerList = await pushIndex(registry.url, 'library/busybox-synth', 'latest', {
       mediaTypes: 'docker',
-      images: [buildImage({ mediaTypes: 'docker', layers: [{ seed: 'ag-docker', size: 512 * 1024 }], platform: { os: 'linux', architecture: 'amd64' } })],
+      images: [
+        buildImage({
+          mediaTypes: 'docker',
+          layers: [{ seed: 'ag-docker', size: 512 * 1024 }],
+          platform: { os: 'linux', architecture: 'amd64' },
+        }),
+      ],
     });
     proxy = await startCountingProxy(registry.url);
     work = await mkdtemp(join(tmpdir(), 'oci-mirror-airgap-'));
@@ -87,8 +112,16 @@ describe('warm, export, import, offline', () => {
   it('round trip: warm 3 images, export, import with no upstream, pull each by tag and digest with skopeo and containerd', async () => {
     const warm = await cli(['warm', ...IMAGES, '--config', connectedConfig, '--json']);
     expect(warm.code, warm.stderr).toBe(0);
-    const events = warm.stdout.trim().split('\n').map((l) => JSON.parse(l) as { type: string; ref?: string; images?: { ref: string; fetchedBytes: number }[] });
-    expect(events.filter((e) => e.type === 'done').map((e) => e.ref).sort()).toEqual([...IMAGES].sort());
+    const events = warm.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { type: string; ref?: string; images?: { ref: string; fetchedBytes: number }[] });
+    expect(
+      events
+        .filter((e) => e.type === 'done')
+        .map((e) => e.ref)
+        .sort(),
+    ).toEqual([...IMAGES].sort());
     const summary = events.at(-1);
     expect(summary?.type).toBe('summary');
     expect(summary?.images?.every((i) => i.fetchedBytes > 0)).toBe(true);
@@ -109,7 +142,14 @@ describe('warm, export, import, offline', () => {
     const policy = join(work, 'policy.json');
     await writeFile(policy, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
     const fromArchive = await mkdtemp(join(work, 'archive-'));
-    await run('skopeo', ['--policy', policy, 'copy', '--preserve-digests', `oci-archive:${bundle}:docker.io/library/alpine-synth:3.20`, `dir:${fromArchive}`]);
+    await run('skopeo', [
+      '--policy',
+      policy,
+      'copy',
+      '--preserve-digests',
+      `oci-archive:${bundle}:docker.io/library/alpine-synth:3.20`,
+      `dir:${fromArchive}`,
+    ]);
     expect((await readDirImage(fromArchive)).topDigest).toBe(single.topDigest);
 
     const farStore = join(work, 'far');
@@ -183,7 +223,11 @@ describe('warm, export, import, offline', () => {
     const policy = join(work, 'policy-import.json');
     await writeFile(policy, JSON.stringify({ default: [{ type: 'insecureAcceptAnything' }] }));
     await run('skopeo', [
-      '--policy', policy, 'copy', '--preserve-digests', '--src-tls-verify=false',
+      '--policy',
+      policy,
+      'copy',
+      '--preserve-digests',
+      '--src-tls-verify=false',
       `docker://${registry.url.replace('http://', '')}/library/alpine-synth:3.20`,
       `oci-archive:${archive}:docker.io/library/alpine-synth:3.20`,
     ]);
@@ -204,7 +248,11 @@ describe('warm, export, import, offline', () => {
 
   it('--platform fetches only the chosen platform of an index', async () => {
     const store = join(work, 'platform');
-    const config = await writeConfig('platform.json', { store: { path: store }, upstreams: { 'ghcr.io': { url: proxy.url } }, defaultUpstream: 'ghcr.io' });
+    const config = await writeConfig('platform.json', {
+      store: { path: store },
+      upstreams: { 'ghcr.io': { url: proxy.url } },
+      defaultUpstream: 'ghcr.io',
+    });
     proxy.reset();
     const warm = await cli(['warm', 'ghcr.io/team/app:v1', '--platform', 'linux/arm64', '--config', config]);
     expect(warm.code, warm.stderr).toBe(0);
@@ -227,7 +275,11 @@ describe('warm, export, import, offline', () => {
     await writeFile(bundle, bytes);
 
     const store = join(work, 'flipped');
-    const config = await writeConfig('flipped.json', { store: { path: store }, offline: true, upstreams: { 'docker.io': { url: 'http://127.0.0.1:9', library: true } } });
+    const config = await writeConfig('flipped.json', {
+      store: { path: store },
+      offline: true,
+      upstreams: { 'docker.io': { url: 'http://127.0.0.1:9', library: true } },
+    });
     const imported = await cli(['import', bundle, '--config', config]);
     expect(imported.code).not.toBe(0);
     expect(imported.stderr).toContain(layer.digest);

@@ -19,12 +19,31 @@ describe('token-authenticated upstream', () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    image = await pushImage(registry.url, 'acme/private-synth', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'private-a', size: 128 << 10 }, { seed: 'private-b', size: 64 << 10 }] }));
+    image = await pushImage(
+      registry.url,
+      'acme/private-synth',
+      'v1',
+      buildImage({
+        mediaTypes: 'oci',
+        layers: [
+          { seed: 'private-a', size: 128 << 10 },
+          { seed: 'private-b', size: 64 << 10 },
+        ],
+      }),
+    );
     await pushImage(registry.url, 'acme/other-synth', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'other', size: 1024 }] }));
     proxy = await startCountingProxy(registry.url, { tokenAuth: true, tokenCredentials: { username: 'mirror', password: 's3cret' } });
     mirror = await startMirror(
       // The token server listens on another port: another origin, trusted only when listed.
-      { upstreams: { 'docker.io': { url: proxy.url, library: true, auth: { username: 'mirror', passwordEnv: 'TEST_UPSTREAM_PASSWORD', realms: [proxy.realmOrigin] } } } },
+      {
+        upstreams: {
+          'docker.io': {
+            url: proxy.url,
+            library: true,
+            auth: { username: 'mirror', passwordEnv: 'TEST_UPSTREAM_PASSWORD', realms: [proxy.realmOrigin] },
+          },
+        },
+      },
       { env: { TEST_UPSTREAM_PASSWORD: 's3cret' } },
     );
   });

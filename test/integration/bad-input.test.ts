@@ -119,7 +119,12 @@ describe('bad input from clients', () => {
     { name: 'a tag with %2f', request: get('/v2/a/manifests/v1%2f..%2f..'), status: 400, code: 'MANIFEST_INVALID' },
     { name: 'an unknown ns', request: get('/v2/a/manifests/latest?ns=evil.example.com'), status: 404, code: 'NAME_UNKNOWN' },
     { name: 'an ns naming a loopback server', request: get(`/v2/a/manifests/latest?ns=127.0.0.1:${0}`), status: 404, code: 'NAME_UNKNOWN' },
-    { name: 'an ns with a URL in it', request: get('/v2/a/manifests/latest?ns=http%3A%2F%2F169.254.169.254%2F'), status: 404, code: 'NAME_UNKNOWN' },
+    {
+      name: 'an ns with a URL in it',
+      request: get('/v2/a/manifests/latest?ns=http%3A%2F%2F169.254.169.254%2F'),
+      status: 404,
+      code: 'NAME_UNKNOWN',
+    },
   ];
 
   const digests: Case[] = [
@@ -130,7 +135,12 @@ describe('bad input from clients', () => {
     { name: 'an unknown algorithm', request: get(`/v2/a/blobs/md5:${'a'.repeat(32)}`), status: 400, code: 'DIGEST_INVALID' },
     { name: 'sha512, which we do not verify', request: get(`/v2/a/blobs/sha512:${'a'.repeat(128)}`), status: 400, code: 'DIGEST_INVALID' },
     { name: 'an empty digest', request: get('/v2/a/blobs/sha256:'), status: 400, code: 'DIGEST_INVALID' },
-    { name: 'a traversal in the digest', request: get('/v2/a/blobs/sha256:..%2f..%2f..%2fetc%2fpasswd'), status: 400, code: 'DIGEST_INVALID' },
+    {
+      name: 'a traversal in the digest',
+      request: get('/v2/a/blobs/sha256:..%2f..%2f..%2fetc%2fpasswd'),
+      status: 400,
+      code: 'DIGEST_INVALID',
+    },
     { name: 'a bad manifest digest', request: get('/v2/a/manifests/sha256:xyz'), status: 400, code: 'DIGEST_INVALID' },
     { name: 'a bad referrers digest', request: get('/v2/a/referrers/sha256:xyz'), status: 400, code: 'DIGEST_INVALID' },
   ];
@@ -143,15 +153,35 @@ describe('bad input from clients', () => {
     ['not numbers', 'bytes=abc-def'],
     ['a 20-digit start', 'bytes=99999999999999999999-'],
     ['a negative start', 'bytes=-5-10'],
-  ].map(([name, range]) => ({ name: `Range: ${name}`, request: get(`/v2/a/blobs/${DIGEST}`, { Range: range as string }), status: 416, code: 'RANGE_INVALID' }));
+  ].map(([name, range]) => ({
+    name: `Range: ${name}`,
+    request: get(`/v2/a/blobs/${DIGEST}`, { Range: range as string }),
+    status: 416,
+    code: 'RANGE_INVALID',
+  }));
 
   const protocol: Case[] = [
-    { name: 'two Range headers', request: `GET /v2/a/blobs/${DIGEST} HTTP/1.1\r\nHost: m\r\nConnection: close\r\nRange: bytes=0-1\r\nRange: bytes=5-6\r\n\r\n`, status: 416, code: 'RANGE_INVALID' },
-    { name: 'a 64 KiB header line', request: get(`/v2/a/blobs/${DIGEST}`, { 'X-Padding': 'x'.repeat(64 << 10) }), status: 431, code: 'UNSUPPORTED' },
+    {
+      name: 'two Range headers',
+      request: `GET /v2/a/blobs/${DIGEST} HTTP/1.1\r\nHost: m\r\nConnection: close\r\nRange: bytes=0-1\r\nRange: bytes=5-6\r\n\r\n`,
+      status: 416,
+      code: 'RANGE_INVALID',
+    },
+    {
+      name: 'a 64 KiB header line',
+      request: get(`/v2/a/blobs/${DIGEST}`, { 'X-Padding': 'x'.repeat(64 << 10) }),
+      status: 431,
+      code: 'UNSUPPORTED',
+    },
     { name: 'a 64 KiB request target', request: get(`/v2/a/manifests/latest?q=${'x'.repeat(64 << 10)}`), status: 431, code: 'UNSUPPORTED' },
     { name: 'a malformed request line', request: 'GET /v2/ HTTP/9.9 extra\r\n\r\n', status: 400, code: 'UNSUPPORTED' },
     { name: 'an unknown method token', request: requestHead('FETCH', '/v2/a/manifests/latest'), status: 400, code: 'UNSUPPORTED' },
-    { name: 'a header without a colon', request: 'GET /v2/ HTTP/1.1\r\nHost: m\r\nbroken header\r\n\r\n', status: 400, code: 'UNSUPPORTED' },
+    {
+      name: 'a header without a colon',
+      request: 'GET /v2/ HTTP/1.1\r\nHost: m\r\nbroken header\r\n\r\n',
+      status: 400,
+      code: 'UNSUPPORTED',
+    },
     { name: 'a request target that is not a path', request: get('*'), status: 404, code: 'NAME_UNKNOWN' },
     ...['POST', 'PUT', 'PATCH', 'DELETE'].map((method) => ({
       name: `${method} on a manifest`,
@@ -165,7 +195,12 @@ describe('bad input from clients', () => {
       status: 405,
       code: 'UNSUPPORTED',
     })),
-    { name: 'POST to start an upload', request: requestHead('POST', '/v2/a/blobs/uploads/', { 'Content-Length': '0' }), status: 405, code: 'UNSUPPORTED' },
+    {
+      name: 'POST to start an upload',
+      request: requestHead('POST', '/v2/a/blobs/uploads/', { 'Content-Length': '0' }),
+      status: 405,
+      code: 'UNSUPPORTED',
+    },
     { name: 'GET on an upload', request: get('/v2/a/blobs/uploads/some-uuid'), status: 405, code: 'UNSUPPORTED' },
     { name: 'the catalog', request: get('/v2/_catalog'), status: 405, code: 'UNSUPPORTED' },
   ];
@@ -195,7 +230,10 @@ describe('bad input from clients', () => {
     // Node closes a CONNECT nobody handles; either way nothing is tunnelled.
     const tunnel = await rawRequest(port, `CONNECT 127.0.0.1:${victimPort} HTTP/1.1\r\nHost: 127.0.0.1:${victimPort}\r\n\r\n`);
     expect(tunnel === undefined || (tunnel.status >= 400 && tunnel.status < 500)).toBe(true);
-    const hostHeader = await rawRequest(port, `GET /v2/a/manifests/latest?ns=127.0.0.1:${victimPort} HTTP/1.1\r\nHost: 127.0.0.1:${victimPort}\r\nConnection: close\r\n\r\n`);
+    const hostHeader = await rawRequest(
+      port,
+      `GET /v2/a/manifests/latest?ns=127.0.0.1:${victimPort} HTTP/1.1\r\nHost: 127.0.0.1:${victimPort}\r\nConnection: close\r\n\r\n`,
+    );
     expectOciError(hostHeader, 404, 'NAME_UNKNOWN');
     expect(victimConnections).toBe(0);
     expect(upstream.hits.length).toBe(hits);
@@ -203,13 +241,49 @@ describe('bad input from clients', () => {
 
   it('answers random request targets with a 4xx OCI error or content, never a 5xx, and sends only valid names upstream', async () => {
     const segment = fc.oneof(
-      fc.constantFrom('a', 'b0', 'org', 'x.y', 'a_b', 'a__b', 'a-b', 'A', '..', '.', '', '_', '-a', 'manifests', 'blobs', 'tags', 'list', 'referrers'),
-      fc.constantFrom('uploads', '_catalog', 'latest', 'v1.0', DIGEST, 'sha256:xyz', `sha256:${'F'.repeat(64)}`, '%2e%2e', '%2f', '%00', '%0a', '%25', 'fake.test'),
+      fc.constantFrom(
+        'a',
+        'b0',
+        'org',
+        'x.y',
+        'a_b',
+        'a__b',
+        'a-b',
+        'A',
+        '..',
+        '.',
+        '',
+        '_',
+        '-a',
+        'manifests',
+        'blobs',
+        'tags',
+        'list',
+        'referrers',
+      ),
+      fc.constantFrom(
+        'uploads',
+        '_catalog',
+        'latest',
+        'v1.0',
+        DIGEST,
+        'sha256:xyz',
+        `sha256:${'F'.repeat(64)}`,
+        '%2e%2e',
+        '%2f',
+        '%00',
+        '%0a',
+        '%25',
+        'fake.test',
+      ),
       fc.stringMatching(/^[a-z0-9._%-]{1,12}$/),
       fc.string({ unit: 'binary-ascii', maxLength: 6 }).map((s) => encodeURIComponent(s)),
     );
     const target = fc
-      .tuple(fc.array(segment, { minLength: 0, maxLength: 8 }), fc.option(fc.constantFrom('ns=fake.test', 'ns=evil.test', 'n=1', 'ns=', 'ns=%2e%2e'), { nil: undefined }))
+      .tuple(
+        fc.array(segment, { minLength: 0, maxLength: 8 }),
+        fc.option(fc.constantFrom('ns=fake.test', 'ns=evil.test', 'n=1', 'ns=', 'ns=%2e%2e'), { nil: undefined }),
+      )
       .map(([parts, query]) => `/v2/${parts.join('/')}${query ? `?${query}` : ''}`);
     await fc.assert(
       fc.asyncProperty(target, fc.constantFrom('GET', 'HEAD'), async (path, method) => {

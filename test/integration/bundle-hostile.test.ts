@@ -78,13 +78,21 @@ describe('import refuses bundles that do not carry what they claim', () => {
   });
 
   it('an index-only bundle cannot relabel a stored manifest', async () => {
-    const relabel = indexEntry([{ name: 'docker.io/library/demo:1.0', digest: demo.digest, size: demo.manifest.length, mediaType: OCI.index }]);
-    await expectRefused(tarOf([LAYOUT_ENTRY, relabel]), /index\.json calls manifest sha256:[0-9a-f]{64} a .*index.*, but it is a .*manifest/);
+    const relabel = indexEntry([
+      { name: 'docker.io/library/demo:1.0', digest: demo.digest, size: demo.manifest.length, mediaType: OCI.index },
+    ]);
+    await expectRefused(
+      tarOf([LAYOUT_ENTRY, relabel]),
+      /index\.json calls manifest sha256:[0-9a-f]{64} a .*index.*, but it is a .*manifest/,
+    );
   });
 
   it('an index-only bundle cannot tag stored content in another repository', async () => {
     const steal = indexEntry([{ name: 'docker.io/library/other:1', digest: demo.digest, size: demo.manifest.length }]);
-    await expectRefused(tarOf([LAYOUT_ENTRY, steal]), new RegExp(`image docker.io/library/other:1: the bundle lacks its manifest ${demo.digest}`));
+    await expectRefused(
+      tarOf([LAYOUT_ENTRY, steal]),
+      new RegExp(`image docker.io/library/other:1: the bundle lacks its manifest ${demo.digest}`),
+    );
   });
 
   it('an index-only bundle may tag content its repository already has', async () => {
@@ -110,7 +118,12 @@ describe('import refuses bundles that do not carry what they claim', () => {
 
   it('a manifest whose config digest is a path is not a manifest', async () => {
     const bad = demoImage(4096, (m) => ({ ...m, config: { mediaType: OCI.config, digest: '../../etc/passwd', size: 10 } }));
-    const entries = [LAYOUT_ENTRY, blobEntry(bad.layer), blobEntry(bad.manifest), indexEntry([{ name: 'docker.io/library/bad:1', digest: bad.digest, size: bad.manifest.length }])];
+    const entries = [
+      LAYOUT_ENTRY,
+      blobEntry(bad.layer),
+      blobEntry(bad.manifest),
+      indexEntry([{ name: 'docker.io/library/bad:1', digest: bad.digest, size: bad.manifest.length }]),
+    ];
     await expectRefused(tarOf(entries), /manifest sha256:[0-9a-f]{64} is not valid: config\.digest/);
   });
 
@@ -126,7 +139,10 @@ describe('import refuses bundles that do not carry what they claim', () => {
 
   it('a tar cut exactly at an entry boundary is not complete, and commits nothing', async () => {
     const image = demoImage();
-    await expectRefused(tarOf(imageEntries(image, 'docker.io/library/cut:1'), { end: false }), /not a complete tar: .*end-of-archive marker/);
+    await expectRefused(
+      tarOf(imageEntries(image, 'docker.io/library/cut:1'), { end: false }),
+      /not a complete tar: .*end-of-archive marker/,
+    );
   });
 
   it('a tar cut inside an entry is not complete', async () => {
@@ -137,12 +153,20 @@ describe('import refuses bundles that do not carry what they claim', () => {
 
   it('a blob larger than store.maxSize is refused from its header, before it is staged', async () => {
     const huge = tarOf([LAYOUT_ENTRY, { name: `blobs/sha256/${'a'.repeat(64)}`, body: Buffer.alloc(512), headerSize: 2 * 1024 ** 3 }]);
-    await expectRefused(huge, /bundle entry blobs\/sha256\/a{64}: the bundle brings more than store\.maxSize \(1(\.0)?\s?GiB\)/, configFor({ maxSize: '1GiB' }));
+    await expectRefused(
+      huge,
+      /bundle entry blobs\/sha256\/a{64}: the bundle brings more than store\.maxSize \(1(\.0)?\s?GiB\)/,
+      configFor({ maxSize: '1GiB' }),
+    );
   });
 
   it('a blob larger than the free space is refused from its header, before it is staged', async () => {
     const huge = tarOf([LAYOUT_ENTRY, { name: `blobs/sha256/${'b'.repeat(64)}`, body: Buffer.alloc(512), headerSize: 2 ** 50 }]);
-    await expectRefused(huge, /bundle entry blobs\/sha256\/b{64} \(.*\) does not fit: .* free on the store's file system/, configFor({ maxSize: '2000TiB' }));
+    await expectRefused(
+      huge,
+      /bundle entry blobs\/sha256\/b{64} \(.*\) does not fit: .* free on the store's file system/,
+      configFor({ maxSize: '2000TiB' }),
+    );
   });
 
   it('reads past trailing garbage after the end-of-archive marker, as GNU tar does', async () => {
@@ -151,20 +175,23 @@ describe('import refuses bundles that do not carry what they claim', () => {
     expect(report.images).toEqual([{ name: 'docker.io/library/padded:1', digest: image.digest }]);
   });
 
-  it.each(['gnu', 'posix'])('reads what GNU tar --format=%s writes: ./ prefixes, directories, PAX headers, record padding', async (format) => {
-    const image = demoImage();
-    const dir = join(work, `layout-${(n += 1)}`);
-    for (const entry of imageEntries(image, 'docker.io/library/gnu:1')) {
-      await mkdir(dirname(join(dir, entry.name)), { recursive: true });
-      await writeFile(join(dir, entry.name), entry.body);
-    }
-    const file = join(work, `gnu-${n}.tar`);
-    await run('tar', [`--format=${format}`, '-C', dir, '-cf', file, '.']);
-    expect((await stat(file)).size % 10240).toBe(0);
-    if (format === 'posix') expect((await readFile(file)).includes(Buffer.from('PaxHeaders'))).toBe(true);
-    const report = await importPath(file);
-    expect(report.images).toEqual([{ name: 'docker.io/library/gnu:1', digest: image.digest }]);
-  });
+  it.each(['gnu', 'posix'])(
+    'reads what GNU tar --format=%s writes: ./ prefixes, directories, PAX headers, record padding',
+    async (format) => {
+      const image = demoImage();
+      const dir = join(work, `layout-${(n += 1)}`);
+      for (const entry of imageEntries(image, 'docker.io/library/gnu:1')) {
+        await mkdir(dirname(join(dir, entry.name)), { recursive: true });
+        await writeFile(join(dir, entry.name), entry.body);
+      }
+      const file = join(work, `gnu-${n}.tar`);
+      await run('tar', [`--format=${format}`, '-C', dir, '-cf', file, '.']);
+      expect((await stat(file)).size % 10240).toBe(0);
+      if (format === 'posix') expect((await readFile(file)).includes(Buffer.from('PaxHeaders'))).toBe(true);
+      const report = await importPath(file);
+      expect(report.images).toEqual([{ name: 'docker.io/library/gnu:1', digest: image.digest }]);
+    },
+  );
 
   it('keeps no blob that no image references', async () => {
     const image = demoImage();

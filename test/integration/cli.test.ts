@@ -61,7 +61,10 @@ describe('oci-mirror start-up failures', () => {
 
   it('names listen.port when the port is in use', async () => {
     const config = await configFile('busy', { listen: { host: '127.0.0.1', port: busyPort } });
-    expectOneLine(await oci(['serve', '--config', config]), new RegExp(`^oci-mirror: listen.port: 127.0.0.1:${busyPort} is already in use.*EADDRINUSE`));
+    expectOneLine(
+      await oci(['serve', '--config', config]),
+      new RegExp(`^oci-mirror: listen.port: 127.0.0.1:${busyPort} is already in use.*EADDRINUSE`),
+    );
   });
 
   it('stops the whole group, not a restart loop, when the workers cannot listen', async () => {
@@ -77,7 +80,10 @@ describe('oci-mirror start-up failures', () => {
     expectOneLine(await oci(['serve', '--config', unknown]), /^oci-mirror: listen.host: no such host "no-such-host.invalid"/);
     // 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never an address of this machine.
     const foreign = await configFile('foreign', { listen: { host: '192.0.2.1', port: 0 } });
-    expectOneLine(await oci(['serve', '--config', foreign]), /^oci-mirror: listen.host: 192.0.2.1 is not an address of this machine \(EADDRNOTAVAIL\)/);
+    expectOneLine(
+      await oci(['serve', '--config', foreign]),
+      /^oci-mirror: listen.host: 192.0.2.1 is not an address of this machine \(EADDRNOTAVAIL\)/,
+    );
   });
 
   it('names store.path when a file stands where a directory should be', async () => {
@@ -102,7 +108,10 @@ describe('oci-mirror start-up failures', () => {
 
   it('names the missing import file', async () => {
     const config = await configFile('import', {});
-    expectOneLine(await oci(['import', join(dir, 'missing.tar'), '--config', config]), /^oci-mirror: import FILE: no such file .*missing.tar \(ENOENT\)/);
+    expectOneLine(
+      await oci(['import', join(dir, 'missing.tar'), '--config', config]),
+      /^oci-mirror: import FILE: no such file .*missing.tar \(ENOENT\)/,
+    );
   });
 
   it('exits 1 from stats when no mirror answers, after printing the store figures', async () => {

@@ -52,8 +52,14 @@ describe('client authentication', () => {
     await writeFile(join(dir, 'htpasswd'), `# pullers\nalice:${hash}\n`);
     upstream = await startFakeUpstream();
     upstream.setBlob(digest, servedBlob(blob));
-    proxyA = await startCountingProxy(upstream.url, { tokenAuth: true, tokenCredentials: { username: 'mirror-a', password: UPSTREAM_A_PASSWORD } });
-    proxyB = await startCountingProxy(upstream.url, { tokenAuth: true, tokenCredentials: { username: 'mirror-b', password: UPSTREAM_B_PASSWORD } });
+    proxyA = await startCountingProxy(upstream.url, {
+      tokenAuth: true,
+      tokenCredentials: { username: 'mirror-a', password: UPSTREAM_A_PASSWORD },
+    });
+    proxyB = await startCountingProxy(upstream.url, {
+      tokenAuth: true,
+      tokenCredentials: { username: 'mirror-b', password: UPSTREAM_B_PASSWORD },
+    });
     mirror = await startMirror(
       {
         upstreams: {
@@ -174,7 +180,9 @@ describe('client authentication', () => {
       UPSTREAM_A_PASSWORD,
       UPSTREAM_B_PASSWORD,
       ...upstreamBearers,
-      ...[basic('alice', CLIENT_PASSWORD), basic('mirror-a', UPSTREAM_A_PASSWORD), basic('mirror-b', UPSTREAM_B_PASSWORD)].map((b) => b.slice('Basic '.length)),
+      ...[basic('alice', CLIENT_PASSWORD), basic('mirror-a', UPSTREAM_A_PASSWORD), basic('mirror-b', UPSTREAM_B_PASSWORD)].map((b) =>
+        b.slice('Basic '.length),
+      ),
     ];
     const logs = JSON.stringify(logLines);
     expect(logLines.filter((l) => l['msg'] === 'request').length).toBeGreaterThan(20);
@@ -187,7 +195,12 @@ describe('client authentication', () => {
   it('warns at start-up when an upstream has credentials and clients are anonymous, and not otherwise', async () => {
     const lines: Record<string, unknown>[] = [];
     const open = await startMirror(
-      { upstreams: { 'a.test': { url: proxyA.url, auth: { username: 'mirror-a', passwordEnv: 'UPSTREAM_A', realms: [proxyA.realmOrigin] } }, 'pub.test': { url: upstream.url } } },
+      {
+        upstreams: {
+          'a.test': { url: proxyA.url, auth: { username: 'mirror-a', passwordEnv: 'UPSTREAM_A', realms: [proxyA.realmOrigin] } },
+          'pub.test': { url: upstream.url },
+        },
+      },
       { env: { UPSTREAM_A: UPSTREAM_A_PASSWORD }, log: createLogger('info', logSink(lines)) },
     );
     await open.stop();

@@ -25,10 +25,7 @@ describe('50 concurrent cold pulls of one 100 MiB blob', () => {
     digest = await seededDigest('fan-out', BLOB_BYTES);
     await pushBlob(registry.url, 'library/big-synth', { seed: 'fan-out', size: BLOB_BYTES });
     proxy = await startCountingProxy(registry.url);
-    mirror = await startMirrorProcess(
-      { upstreams: { 'docker.io': { url: proxy.url, library: true } } },
-      await freePort(),
-    );
+    mirror = await startMirrorProcess({ upstreams: { 'docker.io': { url: proxy.url, library: true } } }, await freePort());
   });
 
   afterAll(async () => {

@@ -105,7 +105,12 @@ describe('deploy/Dockerfile, replayed without Docker', () => {
   it('serves with the image config on another port, and the health check follows it', async () => {
     const imageConfig = JSON.parse(await readFile(image('/etc/oci-mirror/mirror.config.json'), 'utf8')) as Record<string, unknown>;
     const port = await freePort();
-    const config = { ...imageConfig, listen: { host: '127.0.0.1', port }, store: { path: join(replay.dir, 'store') }, log: { level: 'info' } };
+    const config = {
+      ...imageConfig,
+      listen: { host: '127.0.0.1', port },
+      store: { path: join(replay.dir, 'store') },
+      log: { level: 'info' },
+    };
     const configFile = join(replay.dir, 'mirror.config.json');
     await writeFile(configFile, JSON.stringify(config));
     const cmd = exec('CMD').map((a) => (a === '/etc/oci-mirror/mirror.config.json' ? configFile : a));

@@ -134,7 +134,11 @@ describe('deploy/ queries what the mirror exports', () => {
       ...selectors('histogram_quantile(0.9, rate(oci_mirror_requests_total_bucket[5m]))'),
       ...selectors('{__name__=~"nodejs_nothing_.*"}'),
     ];
-    expect(missingFrom(exposed, used)).toEqual(['oci_mirror_renamed_total', 'oci_mirror_requests_total_bucket', '{__name__=~"nodejs_nothing_.*"}']);
+    expect(missingFrom(exposed, used)).toEqual([
+      'oci_mirror_renamed_total',
+      'oci_mirror_requests_total_bucket',
+      '{__name__=~"nodejs_nothing_.*"}',
+    ]);
     expect(() => selectors('sum(rate(oci_mirror_requests_total[5m])')).toThrow(/syntax error/);
   });
 });

@@ -51,7 +51,7 @@ describe('a full disk', () => {
     const target = fs.bavail * fs.bsize - leaveBytes;
     const filler = await open(join(mountDir, 'filler'), 'a');
     try {
-      for (let written = 0; written < target; ) {
+      for (let written = 0; written < target;) {
         const chunk = Buffer.alloc(Math.min(MiB, target - written));
         const ok = await filler.write(chunk).then(
           () => true,

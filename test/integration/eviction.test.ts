@@ -32,10 +32,30 @@ describe('a bounded store', () => {
   beforeAll(async () => {
     registry = await startRegistry();
     const shared = { seed: 'shared-layer', size: MiB };
-    imageA = await pushImage(registry.url, 'library/app-a', 'v1', buildImage({ mediaTypes: 'oci', layers: [shared, { seed: 'only-a', size: MiB }] }));
-    imageB = await pushImage(registry.url, 'library/app-b', 'v1', buildImage({ mediaTypes: 'oci', layers: [shared, { seed: 'only-b', size: MiB }] }));
-    imageC = await pushImage(registry.url, 'library/app-c', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'only-c', size: 1.5 * MiB }] }));
-    big = await pushImage(registry.url, 'library/big', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'big-layer', size: 24 * MiB }] }));
+    imageA = await pushImage(
+      registry.url,
+      'library/app-a',
+      'v1',
+      buildImage({ mediaTypes: 'oci', layers: [shared, { seed: 'only-a', size: MiB }] }),
+    );
+    imageB = await pushImage(
+      registry.url,
+      'library/app-b',
+      'v1',
+      buildImage({ mediaTypes: 'oci', layers: [shared, { seed: 'only-b', size: MiB }] }),
+    );
+    imageC = await pushImage(
+      registry.url,
+      'library/app-c',
+      'v1',
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'only-c', size: 1.5 * MiB }] }),
+    );
+    big = await pushImage(
+      registry.url,
+      'library/big',
+      'v1',
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'big-layer', size: 24 * MiB }] }),
+    );
     proxy = await startCountingProxy(registry.url);
   });
 
@@ -55,10 +75,7 @@ describe('a bounded store', () => {
   });
 
   async function startWith(store: Record<string, unknown>): Promise<void> {
-    mirror = await startMirror(
-      { upstreams: { 'docker.io': { url: proxy.url, library: true } }, store },
-      { storeDir },
-    );
+    mirror = await startMirror({ upstreams: { 'docker.io': { url: proxy.url, library: true } }, store }, { storeDir });
   }
 
   /** What a client does: the manifest by tag, then every blob, each checked against its digest. */
@@ -77,10 +94,14 @@ describe('a bounded store', () => {
   /** Every file under blobs/, sorted: what is on disk, whatever the index says. */
   const blobFiles = async (): Promise<string[]> => {
     const entries = await readdir(join(storeDir, 'blobs'), { recursive: true, withFileTypes: true });
-    return entries.filter((e) => e.isFile()).map((e) => join(e.parentPath, e.name)).sort();
+    return entries
+      .filter((e) => e.isFile())
+      .map((e) => join(e.parentPath, e.name))
+      .sort();
   };
   const stored = async (digest: string): Promise<boolean> => (await mirror.runtime.store.blobs.stat(digest as never)) !== undefined;
-  const onlyLayer = (image: Pushed, not: Pushed): string => image.blobs.find((b) => !not.blobs.some((o) => o.digest === b.digest) && b.size >= MiB)!.digest;
+  const onlyLayer = (image: Pushed, not: Pushed): string =>
+    image.blobs.find((b) => !not.blobs.some((o) => o.digest === b.digest) && b.size >= MiB)!.digest;
 
   it('evicts the least recently pulled image to 90 % of the budget, keeping the layer another image shares', async () => {
     await startWith({ maxSize: '4MiB' });
@@ -226,10 +247,20 @@ describe('a bounded store', () => {
     await pull('app-a', imageA);
     await pull('app-c', imageC);
     const configFile = join(storeDir, '..', `${storeDir.split('/').pop()}.json`);
-    await writeFile(configFile, JSON.stringify({ store: { path: storeDir }, upstreams: { 'docker.io': { url: proxy.url, library: true } } }));
+    await writeFile(
+      configFile,
+      JSON.stringify({ store: { path: storeDir }, upstreams: { 'docker.io': { url: proxy.url, library: true } } }),
+    );
     try {
       const stats = await run(process.execPath, ['dist/main.js', 'stats', '--config', configFile, '--url', mirror.url, '--json']);
-      const parsed = JSON.parse(stats.stdout) as { entries: number; images: number; pinnedBytes: number; sizeBytes: number; topRepositories: { repository: string; sizeBytes: number }[]; mirror: { hitRatio?: number; requests?: number } };
+      const parsed = JSON.parse(stats.stdout) as {
+        entries: number;
+        images: number;
+        pinnedBytes: number;
+        sizeBytes: number;
+        topRepositories: { repository: string; sizeBytes: number }[];
+        mirror: { hitRatio?: number; requests?: number };
+      };
       expect(parsed.entries).toBe(imageA.blobs.length + imageC.blobs.length + 2);
       expect(parsed).toMatchObject({ images: 2, pinnedBytes: 0 });
       const text = await run(process.execPath, ['dist/main.js', 'stats', '--config', configFile, '--url', mirror.url]);

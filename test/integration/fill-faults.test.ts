@@ -148,7 +148,9 @@ describe('fills under upstream faults', () => {
       res.writeHead(200, { 'content-type': 'application/vnd.oci.image.index.v1+json', 'oci-filters-applied': 'artifactType' });
       res.end(index);
     });
-    const res = await fetchHashed(`${mirror.url}/v2/org/app/referrers/${subject}?ns=fake.test&artifactType=application%2Fspdx`, { keepBody: true });
+    const res = await fetchHashed(`${mirror.url}/v2/org/app/referrers/${subject}?ns=fake.test&artifactType=application%2Fspdx`, {
+      keepBody: true,
+    });
     expect(res.status).toBe(200);
     expect(res.headers['content-type']).toBe('application/vnd.oci.image.index.v1+json');
     expect(res.headers['oci-filters-applied']).toBe('artifactType');

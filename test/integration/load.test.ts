@@ -63,7 +63,12 @@ interface Fetched {
   readonly bytes: number;
 }
 
-async function fetchOn(client: Client, path: string, method: 'GET' | 'HEAD' = 'GET', headers: Record<string, string | string[]> = {}): Promise<Fetched> {
+async function fetchOn(
+  client: Client,
+  path: string,
+  method: 'GET' | 'HEAD' = 'GET',
+  headers: Record<string, string | string[]> = {},
+): Promise<Fetched> {
   const response = await client.request({ path, method, headers });
   const hash = createHash('sha256');
   let bytes = 0;
@@ -89,7 +94,11 @@ async function rssOf(pid: number): Promise<number> {
  * Polls until the process holds at most `fds` descriptors, bounded: sockets close when
  * the peer's FIN arrives, and /proc sends no event. Returns the last count.
  */
-async function settleFds(pid: number, limit: { fds: number; sockets: number }, timeoutMs: number): Promise<{ fds: number; sockets: number }> {
+async function settleFds(
+  pid: number,
+  limit: { fds: number; sockets: number },
+  timeoutMs: number,
+): Promise<{ fds: number; sockets: number }> {
   const deadline = Date.now() + timeoutMs;
   let now = await fdsOf(pid);
   while ((now.fds > limit.fds || now.sockets > limit.sockets) && Date.now() < deadline) {
@@ -119,7 +128,9 @@ describe('load and soak', () => {
         schemaVersion: 2,
         mediaType: OCI_MANIFEST,
         config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: hot[0]!.digest, size: hot[0]!.body.length },
-        layers: hot.slice(1).map((h) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: h.digest, size: h.body.length })),
+        layers: hot
+          .slice(1)
+          .map((h) => ({ mediaType: 'application/vnd.oci.image.layer.v1.tar+gzip', digest: h.digest, size: h.body.length })),
       }),
     );
     manifestDigest = digestOf(manifest);
@@ -172,21 +183,37 @@ describe('load and soak', () => {
       if (roll < 0.55) {
         const res = await fetchOn(client, `/v2/${REPO}/blobs/${h.digest}`);
         stats.bytes += res.bytes;
-        return check('hit', res.status === 200 && res.sha256 === h.digest && res.bytes === h.body.length, () => `${res.status} ${res.sha256}`);
+        return check(
+          'hit',
+          res.status === 200 && res.sha256 === h.digest && res.bytes === h.body.length,
+          () => `${res.status} ${res.sha256}`,
+        );
       }
       if (roll < 0.65) {
         const start = Math.floor(rng() * h.body.length);
         const end = Math.min(h.body.length - 1, start + Math.floor(rng() * 256 * 1024));
         const res = await fetchOn(client, `/v2/${REPO}/blobs/${h.digest}`, 'GET', { range: `bytes=${start}-${end}` });
         stats.bytes += res.bytes;
-        return check('range', res.status === 206 && res.sha256 === digestOf(h.body.subarray(start, end + 1)), () => `${res.status} ${start}-${end}`);
+        return check(
+          'range',
+          res.status === 206 && res.sha256 === digestOf(h.body.subarray(start, end + 1)),
+          () => `${res.status} ${start}-${end}`,
+        );
       }
       if (roll < 0.67) {
         const res = await fetchOn(client, `/v2/${REPO}/blobs/${h.digest}`, 'HEAD');
-        return check('head', res.status === 200 && res.headers['content-length'] === String(h.body.length) && res.headers['docker-content-digest'] === h.digest, () => String(res.status));
+        return check(
+          'head',
+          res.status === 200 &&
+            res.headers['content-length'] === String(h.body.length) &&
+            res.headers['docker-content-digest'] === h.digest,
+          () => String(res.status),
+        );
       }
       if (roll < 0.8) {
-        const res = await fetchOn(client, `/v2/${REPO}/manifests/${rng() < 0.5 ? 'v1' : manifestDigest}`, 'GET', { accept: CLIENT_MANIFEST_ACCEPT });
+        const res = await fetchOn(client, `/v2/${REPO}/manifests/${rng() < 0.5 ? 'v1' : manifestDigest}`, 'GET', {
+          accept: CLIENT_MANIFEST_ACCEPT,
+        });
         return check('manifest', res.status === 200 && res.sha256 === manifestDigest, () => `${res.status} ${res.sha256}`);
       }
       // Misses: a digest never asked for, or one asked for lately (a fill to join, or a fresh hit).
@@ -218,7 +245,10 @@ describe('load and soak', () => {
     );
     const rss: { atS: number; bytes: number }[] = [];
     const sampler = setInterval(() => {
-      void rssOf(mirror.pid).then((bytes) => rss.push({ atS: (performance.now() - startedMs) / 1000, bytes }), () => undefined);
+      void rssOf(mirror.pid).then(
+        (bytes) => rss.push({ atS: (performance.now() - startedMs) / 1000, bytes }),
+        () => undefined,
+      );
     }, 1000);
     // undici closes its connection after every HEAD (undici#258), so the mirror sees some
     // churn; concurrency is measured as requests in flight.
@@ -226,7 +256,10 @@ describe('load and soak', () => {
     let inFlight = 0;
     let peakInFlight = 0;
     const connectionProbe = setInterval(() => {
-      void fdsOf(mirror.pid).then((f) => (peakSockets = Math.max(peakSockets, f.sockets)), () => undefined);
+      void fdsOf(mirror.pid).then(
+        (f) => (peakSockets = Math.max(peakSockets, f.sockets)),
+        () => undefined,
+      );
     }, 2000);
     try {
       await Promise.all(
@@ -278,7 +311,10 @@ describe('load and soak', () => {
       rssMiB: { before: rssBefore / MIB, warm: rssWarm / MIB, late: rssLate / MIB, end: rssEnd / MIB },
       fds: { before: fdsBefore, after: fdsAfter },
       samples: stats.samples,
-      cpuSeconds: { mirror: (await cpuOf(mirror.pid)) - cpuBefore, tests: (process.cpuUsage(ownCpuBefore).user + process.cpuUsage(ownCpuBefore).system) / 1e6 },
+      cpuSeconds: {
+        mirror: (await cpuOf(mirror.pid)) - cpuBefore,
+        tests: (process.cpuUsage(ownCpuBefore).user + process.cpuUsage(ownCpuBefore).system) / 1e6,
+      },
     };
     console.log(`load: ${JSON.stringify(report)}`);
 

@@ -118,7 +118,10 @@ function accessLines(output: string): { worker: number; path: string; kind?: str
 function excerpt(text: string): string {
   return text
     .split('\n')
-    .filter((l) => /^oci_mirror_(requests_total|served_bytes|store|ready|build|fills_total|request_duration_seconds_count)/.test(l) && !/ 0$/.test(l))
+    .filter(
+      (l) =>
+        /^oci_mirror_(requests_total|served_bytes|store|ready|build|fills_total|request_duration_seconds_count)/.test(l) && !/ 0$/.test(l),
+    )
     .join('\n');
 }
 

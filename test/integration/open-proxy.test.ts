@@ -114,17 +114,20 @@ describe('not an open proxy', () => {
       expect(hub.kind === 'complete' && hub.status).toBe(404);
     });
 
-    it.each(['org/secret/app', 'other/app', 'library/alpine/extra'])('answers %s with 403 DENIED, from the store too, without asking upstream', async (repository) => {
-      await mirror.runtime.mirror.drain();
-      expect(await mirror.runtime.store.blobs.stat(digest as Digest)).toBe(body.length);
-      const hits = upstream.hits.length;
-      for (const url of [blobUrl('strict.test', repository, digest), `${mirror.url}/v2/${repository}/manifests/latest?ns=strict.test`]) {
-        const outcome = await fetchOutcome(url);
-        expect(outcome.kind === 'complete' && outcome.status).toBe(403);
-        if (outcome.kind === 'complete') expect(JSON.parse(outcome.body.toString())).toMatchObject({ errors: [{ code: 'DENIED' }] });
-      }
-      expect(upstream.hits.length).toBe(hits);
-    });
+    it.each(['org/secret/app', 'other/app', 'library/alpine/extra'])(
+      'answers %s with 403 DENIED, from the store too, without asking upstream',
+      async (repository) => {
+        await mirror.runtime.mirror.drain();
+        expect(await mirror.runtime.store.blobs.stat(digest as Digest)).toBe(body.length);
+        const hits = upstream.hits.length;
+        for (const url of [blobUrl('strict.test', repository, digest), `${mirror.url}/v2/${repository}/manifests/latest?ns=strict.test`]) {
+          const outcome = await fetchOutcome(url);
+          expect(outcome.kind === 'complete' && outcome.status).toBe(403);
+          if (outcome.kind === 'complete') expect(JSON.parse(outcome.body.toString())).toMatchObject({ errors: [{ code: 'DENIED' }] });
+        }
+        expect(upstream.hits.length).toBe(hits);
+      },
+    );
 
     it('leaves other upstreams unfiltered', async () => {
       const outcome = await fetchOutcome(blobUrl('local.test', 'other/app', digest));

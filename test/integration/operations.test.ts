@@ -20,7 +20,12 @@ describe('operations', () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    image = await pushImage(registry.url, 'library/ops-synth', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ops-a', size: 256 << 10 }] }));
+    image = await pushImage(
+      registry.url,
+      'library/ops-synth',
+      'v1',
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ops-a', size: 256 << 10 }] }),
+    );
     proxy = await startCountingProxy(registry.url);
     const sink = new Writable({
       write(chunk: Buffer, _enc, done) {
@@ -59,7 +64,12 @@ describe('operations', () => {
   });
 
   it('answers HEAD on an uncached manifest by digest from an upstream HEAD', async () => {
-    const fresh = await pushImage(registry.url, 'library/ops-synth', undefined, buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ops-b', size: 1024 }] }));
+    const fresh = await pushImage(
+      registry.url,
+      'library/ops-synth',
+      undefined,
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ops-b', size: 1024 }] }),
+    );
     proxy.reset();
     const head = await fetchHashed(`${base()}/manifests/${fresh.topDigest}`, { method: 'HEAD' });
     expect(head.status).toBe(200);

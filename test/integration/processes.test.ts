@@ -61,9 +61,7 @@ describe('several processes on one store', () => {
       storeDir = await mkdtemp(join(tmpdir(), 'oci-mirror-shared-'));
       proxy.reset();
       const mirrors = [await spawnMirror(proxy.url), await spawnMirror(proxy.url)];
-      const pulls = Array.from({ length: 20 }, (_, i) =>
-        fetchHashed(`${mirrors[i % 2]!.url}/v2/library/big-shared/blobs/${digest}`),
-      );
+      const pulls = Array.from({ length: 20 }, (_, i) => fetchHashed(`${mirrors[i % 2]!.url}/v2/library/big-shared/blobs/${digest}`));
       const results = await Promise.all(pulls);
       for (const res of results) {
         expect(res.status).toBe(200);
@@ -81,7 +79,9 @@ describe('several processes on one store', () => {
       }
       expect(proxy.count({ method: 'GET', kind: 'blob' })).toBe(1);
       expect(proxy.count({ method: 'HEAD', kind: 'blob' })).toBe(0);
-      console.log(`two processes, one store: 20 pulls of ${BLOB_BYTES / MiB} MiB, upstream blob GETs ${proxy.count({ method: 'GET', kind: 'blob' })}`);
+      console.log(
+        `two processes, one store: 20 pulls of ${BLOB_BYTES / MiB} MiB, upstream blob GETs ${proxy.count({ method: 'GET', kind: 'blob' })}`,
+      );
     });
 
     it('serve --workers 2 shares the port and the fills', async () => {

@@ -24,18 +24,44 @@ describe('pull-through against a real registry', () => {
       registry.url,
       'library/alpine-synth',
       '3.20',
-      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'single-a', size: 1 << 20 }, { seed: 'single-b', size: 5 << 20 }] }),
+      buildImage({
+        mediaTypes: 'oci',
+        layers: [
+          { seed: 'single-a', size: 1 << 20 },
+          { seed: 'single-b', size: 5 << 20 },
+        ],
+      }),
     );
     index = await pushIndex(registry.url, 'team/sub/app-synth', 'v1', {
       mediaTypes: 'oci',
       images: [
-        buildImage({ mediaTypes: 'oci', layers: [{ seed: 'shared', size: 256 << 10 }, { seed: 'amd64', size: 2 << 20 }], platform: { os: 'linux', architecture: 'amd64' } }),
-        buildImage({ mediaTypes: 'oci', layers: [{ seed: 'shared', size: 256 << 10 }, { seed: 'arm64', size: 2 << 20 }], platform: { os: 'linux', architecture: 'arm64', variant: 'v8' } }),
+        buildImage({
+          mediaTypes: 'oci',
+          layers: [
+            { seed: 'shared', size: 256 << 10 },
+            { seed: 'amd64', size: 2 << 20 },
+          ],
+          platform: { os: 'linux', architecture: 'amd64' },
+        }),
+        buildImage({
+          mediaTypes: 'oci',
+          layers: [
+            { seed: 'shared', size: 256 << 10 },
+            { seed: 'arm64', size: 2 << 20 },
+          ],
+          platform: { os: 'linux', architecture: 'arm64', variant: 'v8' },
+        }),
       ],
     });
     dockerList = await pushIndex(registry.url, 'library/busybox-synth', 'latest', {
       mediaTypes: 'docker',
-      images: [buildImage({ mediaTypes: 'docker', layers: [{ seed: 'docker-a', size: 300 << 10 }], platform: { os: 'linux', architecture: 'amd64' } })],
+      images: [
+        buildImage({
+          mediaTypes: 'docker',
+          layers: [{ seed: 'docker-a', size: 300 << 10 }],
+          platform: { os: 'linux', architecture: 'amd64' },
+        }),
+      ],
     });
     proxy = await startCountingProxy(registry.url);
     mirror = await startMirror({
@@ -187,7 +213,12 @@ describe('pull-through against a real registry', () => {
   });
 
   it('coalesces concurrent requests for one uncached manifest into one upstream GET', async () => {
-    const fresh = await pushImage(registry.url, 'library/alpine-synth', undefined, buildImage({ mediaTypes: 'oci', layers: [{ seed: 'coalesce-m', size: 2048 }] }));
+    const fresh = await pushImage(
+      registry.url,
+      'library/alpine-synth',
+      undefined,
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'coalesce-m', size: 2048 }] }),
+    );
     proxy.reset();
     const results = await Promise.all(Array.from({ length: 20 }, () => fetchHashed(manifestUrl('library/alpine-synth', fresh.topDigest))));
     for (const res of results) expect(res.sha256).toBe(fresh.topDigest);

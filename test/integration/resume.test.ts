@@ -33,7 +33,15 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
   let registry: RegistryHandle;
   let proxy: CountingProxy | undefined;
   let mirror: MirrorHandle | undefined;
-  const seeds = ['resume-once', 'resume-twice', 'resume-no-range', 'resume-stall', 'resume-give-up', 'resume-processes', 'resume-token'] as const;
+  const seeds = [
+    'resume-once',
+    'resume-twice',
+    'resume-no-range',
+    'resume-stall',
+    'resume-give-up',
+    'resume-processes',
+    'resume-token',
+  ] as const;
   const digests = new Map<string, string>();
 
   beforeAll(async () => {
@@ -114,7 +122,9 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
     expect(f.fetched).toBe(BLOB_BYTES);
     expect(log.filter((l) => l['msg'] === 'fill resumed')).toMatchObject([{ offset, outcome: 'resumed', attempt: 1 }]);
     expect(await mirror.runtime.store.blobs.stat(digests.get('resume-once') as never)).toBe(BLOB_BYTES);
-    console.log(`resume, Range honoured: ${BLOB_BYTES} B blob, ${f.fetched} B received, ${f.bodyBytes} B sent by the link (${(f.bodyBytes / BLOB_BYTES).toFixed(3)}×)`);
+    console.log(
+      `resume, Range honoured: ${BLOB_BYTES} B blob, ${f.fetched} B received, ${f.bodyBytes} B sent by the link (${(f.bodyBytes / BLOB_BYTES).toFixed(3)}×)`,
+    );
   });
 
   it('resumes against an upstream that wants a bearer token, answering its challenge again', async () => {
@@ -148,7 +158,9 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
     expect(f.refetched).toBeGreaterThan(0);
     expect(f.refetched).toBeLessThanOrEqual(CUT_AFTER);
     expect(f.fetched).toBe(BLOB_BYTES + f.refetched);
-    console.log(`resume, Range ignored: ${BLOB_BYTES} B blob, ${f.fetched} B received (${(f.fetched / BLOB_BYTES).toFixed(3)}×), ${f.refetched} B refetched, ${f.bodyBytes} B sent by the link`);
+    console.log(
+      `resume, Range ignored: ${BLOB_BYTES} B blob, ${f.fetched} B received (${(f.fetched / BLOB_BYTES).toFixed(3)}×), ${f.refetched} B refetched, ${f.bodyBytes} B sent by the link`,
+    );
   });
 
   it('resumes a body that stalls (the body timeout fires) as one that resets', async () => {
@@ -180,13 +192,21 @@ describe('a blob download cut mid-body is resumed, not restarted', () => {
     const storeDir = await mkdtemp(join(tmpdir(), 'oci-mirror-resume-shared-'));
     const counting = await startCountingProxy(registry.url, { linkFault: { afterBytes: CUT_AFTER } });
     proxy = counting;
-    const input = { upstreams: { 'docker.io': { url: counting.url, library: true } }, upstreamDefaults: { retries: 0, resume: { backoff: '200ms' } } };
-    const mirrors = [await startMirrorProcess(input, await freePort(), { storeDir }), await startMirrorProcess(input, await freePort(), { storeDir })];
+    const input = {
+      upstreams: { 'docker.io': { url: counting.url, library: true } },
+      upstreamDefaults: { retries: 0, resume: { backoff: '200ms' } },
+    };
+    const mirrors = [
+      await startMirrorProcess(input, await freePort(), { storeDir }),
+      await startMirrorProcess(input, await freePort(), { storeDir }),
+    ];
     try {
       await bothProvedAlive(storeDir);
       const digest = digests.get('resume-processes');
       const results = await Promise.all(
-        Array.from({ length: 6 }, (_, i) => fetchHashed(`${mirrors[i % 2]!.url}/v2/library/wan-synth/blobs/${digest}`).catch((err: Error) => err)),
+        Array.from({ length: 6 }, (_, i) =>
+          fetchHashed(`${mirrors[i % 2]!.url}/v2/library/wan-synth/blobs/${digest}`).catch((err: Error) => err),
+        ),
       );
       expectWhole(results, digest);
       const gets = counting.requests.filter((r) => r.method === 'GET' && r.kind === 'blob');

@@ -33,10 +33,28 @@ describe('an offline store over many sweeps', () => {
     registry = await startRegistry();
     pulled = await pushIndex(registry.url, 'library/pulled', 'v1', {
       mediaTypes: 'oci',
-      images: [buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ret-pulled-1', size: 64 * KiB }, { seed: 'ret-pulled-2', size: 32 * KiB }] })],
+      images: [
+        buildImage({
+          mediaTypes: 'oci',
+          layers: [
+            { seed: 'ret-pulled-1', size: 64 * KiB },
+            { seed: 'ret-pulled-2', size: 32 * KiB },
+          ],
+        }),
+      ],
     });
-    pinned = await pushImage(registry.url, 'library/pinned', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ret-pinned', size: 48 * KiB }] }));
-    idle = await pushImage(registry.url, 'library/idle', 'v1', buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ret-idle', size: 16 * KiB }] }));
+    pinned = await pushImage(
+      registry.url,
+      'library/pinned',
+      'v1',
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ret-pinned', size: 48 * KiB }] }),
+    );
+    idle = await pushImage(
+      registry.url,
+      'library/idle',
+      'v1',
+      buildImage({ mediaTypes: 'oci', layers: [{ seed: 'ret-idle', size: 16 * KiB }] }),
+    );
     storeDir = await mkdtemp(join(tmpdir(), 'oci-mirror-retention-'));
   });
 
@@ -50,7 +68,9 @@ describe('an offline store over many sweeps', () => {
     const manifest = await fetchHashed(`${mirror!.url}/v2/${name}/manifests/v1`, { headers: { accept: CLIENT_MANIFEST_ACCEPT } });
     expect(manifest.sha256, name).toBe(image.topDigest);
     for (const child of image.manifests.filter((m) => m.digest !== image.topDigest)) {
-      expect((await fetchHashed(`${mirror!.url}/v2/${name}/manifests/${child.digest}`, { headers: { accept: CLIENT_MANIFEST_ACCEPT } })).sha256).toBe(child.digest);
+      expect(
+        (await fetchHashed(`${mirror!.url}/v2/${name}/manifests/${child.digest}`, { headers: { accept: CLIENT_MANIFEST_ACCEPT } })).sha256,
+      ).toBe(child.digest);
     }
     for (const blob of image.blobs) {
       const got = await fetchHashed(`${mirror!.url}/v2/${name}/blobs/${blob.digest}`);
@@ -69,7 +89,12 @@ describe('an offline store over many sweeps', () => {
     // Filled online, as a connected site (or an import) would leave the store.
     const upstreams = { 'docker.io': { url: registry.url, library: true } };
     mirror = await startMirror({ upstreams }, { storeDir });
-    for (const [name, image] of [['pulled', pulled], ['pinned', pinned], ['idle', idle]] as const) await pull(name, image);
+    for (const [name, image] of [
+      ['pulled', pulled],
+      ['pinned', pinned],
+      ['idle', idle],
+    ] as const)
+      await pull(name, image);
     await mirror.stop();
     await registry.stop();
 
@@ -85,7 +110,10 @@ describe('an offline store over many sweeps', () => {
     let sweeps = 0;
     for (const startedMs = Date.now(); Date.now() - startedMs < RUN_S * 1000; sweeps++) {
       // What containerd does for an image it has: resolve the tag, fetch nothing else.
-      const head = await fetchHashed(`${mirror.url}/v2/pulled/manifests/v1`, { method: 'HEAD', headers: { accept: CLIENT_MANIFEST_ACCEPT } });
+      const head = await fetchHashed(`${mirror.url}/v2/pulled/manifests/v1`, {
+        method: 'HEAD',
+        headers: { accept: CLIENT_MANIFEST_ACCEPT },
+      });
       expect(head.status).toBe(200);
       await mirror.runtime.maintenance.run();
       await delay(1000);

@@ -74,7 +74,11 @@ describe('shutdown within listen.drainTimeout', () => {
     upstream.setBlob(digestOf(stuck), gate.handler);
     const storeDir = join(work, 'store');
     const mirror = await startMirrorProcess(
-      { upstreams: { 'docker.io': { url: upstream.url, library: true } }, upstreamDefaults: { retries: 0 }, listen: { drainTimeout: '1s' } },
+      {
+        upstreams: { 'docker.io': { url: upstream.url, library: true } },
+        upstreamDefaults: { retries: 0 },
+        listen: { drainTimeout: '1s' },
+      },
       await freePort(),
       { storeDir },
     );

@@ -39,7 +39,7 @@ describe('store.path that is not a store', () => {
     const target = join(dir, 'etc');
     await mkdir(join(target, 'tmp'), { recursive: true });
     await writeFile(join(target, 'hosts'), '127.0.0.1 localhost\n');
-    await writeFile(join(target, 'tmp', 'session'), 'not the mirror\'s');
+    await writeFile(join(target, 'tmp', 'session'), "not the mirror's");
     const before = await tree(target);
     const config = join(dir, 'mirror.config.json');
     const upstreams = { 'docker.io': { url: 'http://127.0.0.1:9', library: true } };

@@ -20,7 +20,12 @@ describe('tags: revalidated, changed, stale', () => {
 
   beforeAll(async () => {
     registry = await startRegistry();
-    v1 = await pushImage(registry.url, 'library/tagged-synth', 'latest', buildImage({ mediaTypes: 'docker', layers: [{ seed: 'tag-v1', size: 64 << 10 }] }));
+    v1 = await pushImage(
+      registry.url,
+      'library/tagged-synth',
+      'latest',
+      buildImage({ mediaTypes: 'docker', layers: [{ seed: 'tag-v1', size: 64 << 10 }] }),
+    );
     proxy = await startCountingProxy(registry.url);
     mirror = await startMirror({
       upstreams: { 'docker.io': { url: proxy.url, library: true, freshFor: '0s', downFor: '1s' } },
@@ -64,7 +69,12 @@ describe('tags: revalidated, changed, stale', () => {
   });
 
   it('follows a tag that moved upstream', async () => {
-    const v2 = await pushImage(registry.url, 'library/tagged-synth', 'latest', buildImage({ mediaTypes: 'docker', layers: [{ seed: 'tag-v2', size: 64 << 10 }] }));
+    const v2 = await pushImage(
+      registry.url,
+      'library/tagged-synth',
+      'latest',
+      buildImage({ mediaTypes: 'docker', layers: [{ seed: 'tag-v2', size: 64 << 10 }] }),
+    );
     const res = await fetchHashed(tagUrl());
     expect(res.sha256).toBe(v2.topDigest);
     expect(res.sha256).not.toBe(v1.topDigest);
@@ -108,7 +118,12 @@ describe('tag lists and referrers survive outages', () => {
   beforeAll(async () => {
     registry = await startRegistry();
     for (const tag of ['1.0', '1.1', '2.0']) {
-      image = await pushImage(registry.url, 'library/listed-synth', tag, buildImage({ mediaTypes: 'oci', layers: [{ seed: 'listed', size: 4096 }] }));
+      image = await pushImage(
+        registry.url,
+        'library/listed-synth',
+        tag,
+        buildImage({ mediaTypes: 'oci', layers: [{ seed: 'listed', size: 4096 }] }),
+      );
     }
     proxy = await startCountingProxy(registry.url);
     mirror = await startMirror({
@@ -125,7 +140,11 @@ describe('tag lists and referrers survive outages', () => {
 
   const list = async (query = '') => {
     const res = await fetchHashed(`${mirror.url}/v2/listed-synth/tags/list${query}`, { keepBody: true });
-    return { status: res.status, link: res.headers['link'], tags: res.status === 200 ? (JSON.parse(String(res.body)) as { tags: string[] }).tags : [] };
+    return {
+      status: res.status,
+      link: res.headers['link'],
+      tags: res.status === 200 ? (JSON.parse(String(res.body)) as { tags: string[] }).tags : [],
+    };
   };
   const referrers = () => fetchHashed(`${mirror.url}/v2/listed-synth/referrers/${image.topDigest}`, { keepBody: true });
 

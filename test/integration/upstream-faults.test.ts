@@ -74,12 +74,37 @@ const endlessRedirects: BlobHandler = (req, res) => {
 const BLOB_FAULTS: readonly Fault[] = [
   { name: 'connection reset mid-blob', serve: (b) => resetAfter(b, b.length >> 1), client: 'broken', counts: { fillsAborted: 1 } },
   { name: 'wrong bytes with the right length', serve: wrongBytes, client: 'broken', counts: { fillsAborted: 1, verifyFailures: 1 } },
-  { name: 'truncated body: Content-Length, then the connection closes', serve: (b) => closeAfter(b, b.length >> 1), client: 'broken', counts: { fillsAborted: 1 } },
-  { name: 'truncated body: no Content-Length, a clean chunked end', serve: cleanShortChunked, client: 'broken', counts: { fillsAborted: 1, verifyFailures: 1 } },
+  {
+    name: 'truncated body: Content-Length, then the connection closes',
+    serve: (b) => closeAfter(b, b.length >> 1),
+    client: 'broken',
+    counts: { fillsAborted: 1 },
+  },
+  {
+    name: 'truncated body: no Content-Length, a clean chunked end',
+    serve: cleanShortChunked,
+    client: 'broken',
+    counts: { fillsAborted: 1, verifyFailures: 1 },
+  },
   { name: 'slow drip below minSpeed', serve: (b) => drip(b, 64, 10), client: 'broken', counts: { fillsAborted: 1 } },
-  { name: 'headers never sent', serve: () => silent, client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['error', 1] } },
-  { name: '500', serve: () => failWith(500), client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['5xx', 1] } },
-  { name: '502', serve: () => failWith(502), client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['5xx', 1] } },
+  {
+    name: 'headers never sent',
+    serve: () => silent,
+    client: { status: 503, code: 'UNAVAILABLE' },
+    counts: { requestErrors: 1, upstream: ['error', 1] },
+  },
+  {
+    name: '500',
+    serve: () => failWith(500),
+    client: { status: 503, code: 'UNAVAILABLE' },
+    counts: { requestErrors: 1, upstream: ['5xx', 1] },
+  },
+  {
+    name: '502',
+    serve: () => failWith(502),
+    client: { status: 503, code: 'UNAVAILABLE' },
+    counts: { requestErrors: 1, upstream: ['5xx', 1] },
+  },
   {
     name: '503 with Retry-After',
     serve: () => failWith(503, { 'retry-after': '7' }),
@@ -92,11 +117,36 @@ const BLOB_FAULTS: readonly Fault[] = [
     client: { status: 429, code: 'TOOMANYREQUESTS', headers: { 'retry-after': '3' } },
     counts: { requestErrors: 1, upstream: ['4xx', 1] },
   },
-  { name: 'a redirect to itself', serve: (_b, d) => redirectTo(`/v2/org/app/blobs/${d}`), client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['3xx', 1] } },
-  { name: 'a two-hop redirect loop', serve: () => redirectTo('/elsewhere/loop'), client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['3xx', 2] } },
-  { name: 'an endless chain of new redirects', serve: () => endlessRedirects, client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['3xx', 6] } },
-  { name: 'a redirect to file:', serve: () => redirectTo('file:///etc/passwd'), client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['3xx', 1] } },
-  { name: 'a redirect to ftp:', serve: () => redirectTo('ftp://127.0.0.1/blob'), client: { status: 503, code: 'UNAVAILABLE' }, counts: { requestErrors: 1, upstream: ['3xx', 1] } },
+  {
+    name: 'a redirect to itself',
+    serve: (_b, d) => redirectTo(`/v2/org/app/blobs/${d}`),
+    client: { status: 503, code: 'UNAVAILABLE' },
+    counts: { requestErrors: 1, upstream: ['3xx', 1] },
+  },
+  {
+    name: 'a two-hop redirect loop',
+    serve: () => redirectTo('/elsewhere/loop'),
+    client: { status: 503, code: 'UNAVAILABLE' },
+    counts: { requestErrors: 1, upstream: ['3xx', 2] },
+  },
+  {
+    name: 'an endless chain of new redirects',
+    serve: () => endlessRedirects,
+    client: { status: 503, code: 'UNAVAILABLE' },
+    counts: { requestErrors: 1, upstream: ['3xx', 6] },
+  },
+  {
+    name: 'a redirect to file:',
+    serve: () => redirectTo('file:///etc/passwd'),
+    client: { status: 503, code: 'UNAVAILABLE' },
+    counts: { requestErrors: 1, upstream: ['3xx', 1] },
+  },
+  {
+    name: 'a redirect to ftp:',
+    serve: () => redirectTo('ftp://127.0.0.1/blob'),
+    client: { status: 503, code: 'UNAVAILABLE' },
+    counts: { requestErrors: 1, upstream: ['3xx', 1] },
+  },
 ];
 
 describe('upstream faults', () => {
@@ -228,10 +278,12 @@ describe('upstream faults', () => {
         res.end();
       };
     }
-    const json = (text: string): BlobHandler => (_req, res) => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(text);
-    };
+    const json =
+      (text: string): BlobHandler =>
+      (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(text);
+      };
 
     it.each([
       ['down (connection refused)', undefined, 'error'],
@@ -279,7 +331,9 @@ describe('upstream faults', () => {
   });
 
   describe('manifests', () => {
-    const manifest = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { digest: `sha256:${'c'.repeat(64)}` }, layers: [] }));
+    const manifest = Buffer.from(
+      JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: { digest: `sha256:${'c'.repeat(64)}` }, layers: [] }),
+    );
     const digest = digestOf(manifest);
     const manifestHeaders = { 'content-type': OCI_MANIFEST, 'docker-content-digest': digest };
     const other = Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, layers: [] }));

@@ -16,8 +16,12 @@ export interface Stage {
 }
 
 const KEYWORDS = new Set(
-  ['FROM', 'RUN', 'CMD', 'LABEL', 'EXPOSE', 'ENV', 'ADD', 'COPY', 'ENTRYPOINT', 'VOLUME', 'USER', 'WORKDIR', 'ARG']
-    .concat(['ONBUILD', 'STOPSIGNAL', 'HEALTHCHECK', 'SHELL']),
+  ['FROM', 'RUN', 'CMD', 'LABEL', 'EXPOSE', 'ENV', 'ADD', 'COPY', 'ENTRYPOINT', 'VOLUME', 'USER', 'WORKDIR', 'ARG'].concat([
+    'ONBUILD',
+    'STOPSIGNAL',
+    'HEALTHCHECK',
+    'SHELL',
+  ]),
 );
 
 /** Throws on an unknown instruction, as `docker build` would. */
@@ -68,7 +72,14 @@ export function parseCopy(args: string): { from?: string; sources: string[]; des
 function globToRegExp(pattern: string): RegExp {
   const body = pattern
     .split('/')
-    .map((part) => (part === '**' ? '.*' : part.replace(/[.+^${}()|[\]\\]/g, '\\$&').replaceAll('*', '[^/]*').replaceAll('?', '[^/]')))
+    .map((part) =>
+      part === '**'
+        ? '.*'
+        : part
+            .replace(/[.+^${}()|[\]\\]/g, '\\$&')
+            .replaceAll('*', '[^/]*')
+            .replaceAll('?', '[^/]'),
+    )
     .join('/');
   return new RegExp(`^${body}$`);
 }

@@ -3,7 +3,9 @@ import type { Metrics } from '../../src/metrics.js';
 type Labels = Readonly<Record<string, string>>;
 
 interface Readable {
-  get(): Promise<{ values: readonly { value: number; labels: Readonly<Record<string, string | number | undefined>>; metricName?: string }[] }>;
+  get(): Promise<{
+    values: readonly { value: number; labels: Readonly<Record<string, string | number | undefined>>; metricName?: string }[];
+  }>;
 }
 
 /**

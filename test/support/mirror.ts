@@ -90,11 +90,7 @@ export interface MirrorProcessOptions {
 }
 
 /** The built mirror (`dist/main.js`) as a child process, as users run it. */
-export async function startMirrorProcess(
-  input: MirrorInput,
-  port: number,
-  options: MirrorProcessOptions = {},
-): Promise<MirrorProcess> {
+export async function startMirrorProcess(input: MirrorInput, port: number, options: MirrorProcessOptions = {}): Promise<MirrorProcess> {
   const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-proc-'));
   const storeDir = options.storeDir ?? join(dir, 'store');
   const configFile = join(dir, 'mirror.config.json');

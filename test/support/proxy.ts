@@ -151,7 +151,8 @@ function forward(req: IncomingMessage, res: ServerResponse, target: URL, entry: 
   });
   upstream.on('error', () => {
     entry.status = 502;
-    if (!res.headersSent) res.writeHead(502, { 'content-type': 'application/json' }).end('{"errors":[{"code":"UNAVAILABLE","message":"registry down"}]}');
+    if (!res.headersSent)
+      res.writeHead(502, { 'content-type': 'application/json' }).end('{"errors":[{"code":"UNAVAILABLE","message":"registry down"}]}');
     else res.destroy();
   });
   pipeline(req, upstream).catch(() => upstream.destroy());

@@ -152,7 +152,8 @@ interface RegistryContext {
 function serveRegistry(req: IncomingMessage, res: ServerResponse, ctx: RegistryContext): Seen['kind'] {
   const path = new URL(req.url ?? '/', 'http://x').pathname;
   const m = /^\/v2\/(.+)\/(manifests|blobs|tags)\/(.+)$/.exec(path);
-  const kind: Seen['kind'] = m === null ? (path === '/v2/' ? 'base' : 'other') : m[2] === 'manifests' ? 'manifest' : m[2] === 'blobs' ? 'blob' : 'tags';
+  const kind: Seen['kind'] =
+    m === null ? (path === '/v2/' ? 'base' : 'other') : m[2] === 'manifests' ? 'manifest' : m[2] === 'blobs' ? 'blob' : 'tags';
   const repository = m?.[1] ?? '';
   const refusal = authorize(req, ctx, repository);
   if (refusal !== undefined) {
@@ -162,20 +163,29 @@ function serveRegistry(req: IncomingMessage, res: ServerResponse, ctx: RegistryC
   }
   const prefix = ctx.spec.frontPrefix ?? '';
   const image = repository.startsWith(prefix) ? ctx.images.find((i) => prefix + i.repository === repository) : undefined;
-  if (kind === 'base') return void res.writeHead(200).end('{}'), kind;
-  if (image === undefined || m === null) return void res.writeHead(404).end('{"errors":[{"code":"NAME_UNKNOWN","message":"unknown"}]}'), kind;
+  if (kind === 'base') return (void res.writeHead(200).end('{}'), kind);
+  if (image === undefined || m === null)
+    return (void res.writeHead(404).end('{"errors":[{"code":"NAME_UNKNOWN","message":"unknown"}]}'), kind);
   if (kind === 'manifest' && (m[3] === image.tag || m[3] === image.digest)) {
-    const headers = { 'content-type': MANIFEST_TYPE, 'content-length': String(image.manifest.length), 'docker-content-digest': image.digest };
+    const headers = {
+      'content-type': MANIFEST_TYPE,
+      'content-length': String(image.manifest.length),
+      'docker-content-digest': image.digest,
+    };
     res.writeHead(200, headers).end(req.method === 'HEAD' ? undefined : image.manifest);
     return kind;
   }
   const blob = kind === 'blob' ? image.blobs.get(m[3] ?? '') : undefined;
-  if (blob === undefined) return void res.writeHead(404).end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}'), kind;
+  if (blob === undefined) return (void res.writeHead(404).end('{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}'), kind);
   if (ctx.spec.storage !== undefined && req.method === 'GET') {
-    res.writeHead(ctx.spec.storage.status, { location: signedUrl(ctx.storage, m[3] ?? '', Date.now() + ctx.spec.storage.ttlMs, ctx.key) }).end();
+    res
+      .writeHead(ctx.spec.storage.status, { location: signedUrl(ctx.storage, m[3] ?? '', Date.now() + ctx.spec.storage.ttlMs, ctx.key) })
+      .end();
     return kind;
   }
-  res.writeHead(200, { 'content-length': String(blob.length), 'docker-content-digest': m[3] }).end(req.method === 'HEAD' ? undefined : blob);
+  res
+    .writeHead(200, { 'content-length': String(blob.length), 'docker-content-digest': m[3] })
+    .end(req.method === 'HEAD' ? undefined : blob);
   return kind;
 }
 
@@ -203,9 +213,10 @@ function issueToken(req: IncomingMessage, res: ServerResponse, spec: StyleSpec, 
   const expected = creds && `Basic ${Buffer.from(`${creds.username}:${creds.password}`).toString('base64')}`;
   const authenticated = expected !== undefined && req.headers.authorization === expected;
   const policy = spec.anonymousTokens ?? 'granted';
-  if (req.headers.authorization !== undefined && !authenticated) return void res.writeHead(401).end('{"details":"bad credentials"}'), 'token';
-  if (!authenticated && policy === 'refused') return void res.writeHead(401).end('{"details":"credentials required"}'), 'token';
-  if (url.searchParams.get('service') !== spec.service) return void res.writeHead(400).end('{"details":"unknown service"}'), 'token';
+  if (req.headers.authorization !== undefined && !authenticated)
+    return (void res.writeHead(401).end('{"details":"bad credentials"}'), 'token');
+  if (!authenticated && policy === 'refused') return (void res.writeHead(401).end('{"details":"credentials required"}'), 'token');
+  if (url.searchParams.get('service') !== spec.service) return (void res.writeHead(400).end('{"details":"unknown service"}'), 'token');
   const scopes = url.searchParams.getAll('scope');
   const repositories = new Set(authenticated || policy === 'granted' ? scopes.map((s) => /^repository:(.+):pull$/.exec(s)?.[1] ?? '') : []);
   const all = scopes.includes('aws');
@@ -231,15 +242,16 @@ function signedUrl(storage: string, digest: string, expiresAt: number, key: Buff
 /** S3-style: one auth mechanism only (400 with Authorization); signature over path and expiry (403). */
 function serveSigned(req: IncomingMessage, res: ServerResponse, key: Buffer, images: readonly StyleImage[]): Seen['kind'] {
   const url = new URL(req.url ?? '/', 'http://x');
-  if (req.headers.authorization !== undefined) return void res.writeHead(400).end('<Error><Code>InvalidArgument</Code></Error>'), 'storage';
+  if (req.headers.authorization !== undefined)
+    return (void res.writeHead(400).end('<Error><Code>InvalidArgument</Code></Error>'), 'storage');
   const expiresAt = Number(url.searchParams.get('expires'));
   const sig = createHmac('sha256', key).update(`${url.pathname}\n${expiresAt}`).digest('hex');
   if (sig !== url.searchParams.get('signature') || !(expiresAt > Date.now())) {
-    return void res.writeHead(403).end('<Error><Code>AccessDenied</Code></Error>'), 'storage';
+    return (void res.writeHead(403).end('<Error><Code>AccessDenied</Code></Error>'), 'storage');
   }
   const digest = url.pathname.replace(/^\/blobs\//, '');
   const blob = images.map((i) => i.blobs.get(digest)).find((b) => b !== undefined);
-  if (blob === undefined) return void res.writeHead(404).end(), 'storage';
+  if (blob === undefined) return (void res.writeHead(404).end(), 'storage');
   res.writeHead(200, { 'content-length': String(blob.length) }).end(req.method === 'HEAD' ? undefined : blob);
   return 'storage';
 }

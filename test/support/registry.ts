@@ -33,26 +33,27 @@ export async function startRegistry(): Promise<RegistryHandle> {
   const port = await freePort();
   const configFile = join(dir, 'config.yml');
   let scheme = 'http';
-  const writeConfig = (tls: RegistryTls | undefined) => writeFile(
-    configFile,
-    [
-      'version: 0.1',
-      'log:',
-      '  level: info',
-      '  accesslog:',
-      '    disabled: true',
-      'storage:',
-      '  filesystem:',
-      `    rootdirectory: ${join(dir, 'data')}`,
-      '  delete:',
-      '    enabled: true',
-      'http:',
-      `  addr: 127.0.0.1:${port}`,
-      ...(tls === undefined ? [] : ['  tls:', `    certificate: ${tls.certFile}`, `    key: ${tls.keyFile}`]),
-      ...(tls?.clientCaFile === undefined ? [] : ['    clientcas:', `      - ${tls.clientCaFile}`]),
-      '',
-    ].join('\n'),
-  );
+  const writeConfig = (tls: RegistryTls | undefined) =>
+    writeFile(
+      configFile,
+      [
+        'version: 0.1',
+        'log:',
+        '  level: info',
+        '  accesslog:',
+        '    disabled: true',
+        'storage:',
+        '  filesystem:',
+        `    rootdirectory: ${join(dir, 'data')}`,
+        '  delete:',
+        '    enabled: true',
+        'http:',
+        `  addr: 127.0.0.1:${port}`,
+        ...(tls === undefined ? [] : ['  tls:', `    certificate: ${tls.certFile}`, `    key: ${tls.keyFile}`]),
+        ...(tls?.clientCaFile === undefined ? [] : ['    clientcas:', `      - ${tls.clientCaFile}`]),
+        '',
+      ].join('\n'),
+    );
   await writeConfig(undefined);
   let child: ChildProcess | undefined = await launch(configFile);
   return {

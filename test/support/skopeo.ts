@@ -25,7 +25,16 @@ export async function skopeoCopy(
   await writeFile(registries, '');
   await writeFile(auth, '{}');
   const tls = options.certDir ? ['--src-cert-dir', options.certDir, '--src-tls-verify=true'] : ['--src-tls-verify=false'];
-  const args = ['--policy', policy, 'copy', ...(options.all ? ['--all'] : []), '--preserve-digests', ...tls, `docker://${src}`, `dir:${dest}`];
+  const args = [
+    '--policy',
+    policy,
+    'copy',
+    ...(options.all ? ['--all'] : []),
+    '--preserve-digests',
+    ...tls,
+    `docker://${src}`,
+    `dir:${dest}`,
+  ];
   try {
     return await run('skopeo', args, {
       env: { ...process.env, CONTAINERS_REGISTRIES_CONF: registries, REGISTRY_AUTH_FILE: auth },

@@ -50,7 +50,10 @@ export async function tarLayer(layer: TarLayerSpec): Promise<{ tar: Buffer; gz: 
     archive.once('end', resolve);
     archive.once('error', reject);
   });
-  archive.entry({ name: `seed/${layer.seed}.bin`, size: layer.size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 }, Buffer.concat(chunks));
+  archive.entry(
+    { name: `seed/${layer.seed}.bin`, size: layer.size, mode: 0o644, mtime: new Date(0), uid: 0, gid: 0 },
+    Buffer.concat(chunks),
+  );
   archive.finalize();
   await ended;
   const tar = Buffer.concat(out);
@@ -58,7 +61,12 @@ export async function tarLayer(layer: TarLayerSpec): Promise<{ tar: Buffer; gz: 
 }
 
 /** Pushes layers, config and manifest; tags the manifest when `tag` is given. */
-export async function pushTarImage(registryUrl: string, repo: string, tag: string | undefined, spec: TarImageSpec): Promise<PublishedImage> {
+export async function pushTarImage(
+  registryUrl: string,
+  repo: string,
+  tag: string | undefined,
+  spec: TarImageSpec,
+): Promise<PublishedImage> {
   const types = TYPES[spec.mediaTypes];
   const layers: { digest: string; size: number; diffId: string }[] = [];
   for (const layer of spec.layers) {

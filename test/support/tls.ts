@@ -30,16 +30,64 @@ export async function createTestPki(): Promise<TestPki> {
       throw new Error(`openssl ${args[0]} failed: ${err.stderr ?? err.message}`, { cause: err });
     });
   };
-  await openssl('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2',
-    '-subj', '/CN=oci-mirror test CA', '-keyout', file('ca.key'), '-out', file('ca.crt'));
+  await openssl(
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=oci-mirror test CA',
+    '-keyout',
+    file('ca.key'),
+    '-out',
+    file('ca.crt'),
+  );
   await writeFile(
     file('server.ext'),
-    ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature,keyEncipherment', 'extendedKeyUsage=serverAuth', 'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost', ''].join('\n'),
+    [
+      'basicConstraints=CA:FALSE',
+      'keyUsage=digitalSignature,keyEncipherment',
+      'extendedKeyUsage=serverAuth',
+      'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost',
+      '',
+    ].join('\n'),
   );
-  await openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-    '-subj', '/CN=127.0.0.1', '-keyout', file('server.key'), '-out', file('server.csr'));
-  await openssl('x509', '-req', '-in', file('server.csr'), '-CA', file('ca.crt'), '-CAkey', file('ca.key'), '-CAcreateserial',
-    '-days', '2', '-extfile', file('server.ext'), '-out', file('server.crt'));
+  await openssl(
+    'req',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:prime256v1',
+    '-nodes',
+    '-subj',
+    '/CN=127.0.0.1',
+    '-keyout',
+    file('server.key'),
+    '-out',
+    file('server.csr'),
+  );
+  await openssl(
+    'x509',
+    '-req',
+    '-in',
+    file('server.csr'),
+    '-CA',
+    file('ca.crt'),
+    '-CAkey',
+    file('ca.key'),
+    '-CAcreateserial',
+    '-days',
+    '2',
+    '-extfile',
+    file('server.ext'),
+    '-out',
+    file('server.crt'),
+  );
   const certDir = file('certs');
   await mkdir(certDir);
   await copyFile(file('ca.crt'), join(certDir, 'ca.crt'));
@@ -49,11 +97,41 @@ export async function createTestPki(): Promise<TestPki> {
     keyFile: file('server.key'),
     certDir,
     async createClientCertificate() {
-      await writeFile(file('client.ext'), ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature', 'extendedKeyUsage=clientAuth', ''].join('\n'));
-      await openssl('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes',
-        '-subj', '/CN=oci-mirror test client', '-keyout', file('client.key'), '-out', file('client.csr'));
-      await openssl('x509', '-req', '-in', file('client.csr'), '-CA', file('ca.crt'), '-CAkey', file('ca.key'), '-CAcreateserial',
-        '-days', '2', '-extfile', file('client.ext'), '-out', file('client.crt'));
+      await writeFile(
+        file('client.ext'),
+        ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature', 'extendedKeyUsage=clientAuth', ''].join('\n'),
+      );
+      await openssl(
+        'req',
+        '-newkey',
+        'ec',
+        '-pkeyopt',
+        'ec_paramgen_curve:prime256v1',
+        '-nodes',
+        '-subj',
+        '/CN=oci-mirror test client',
+        '-keyout',
+        file('client.key'),
+        '-out',
+        file('client.csr'),
+      );
+      await openssl(
+        'x509',
+        '-req',
+        '-in',
+        file('client.csr'),
+        '-CA',
+        file('ca.crt'),
+        '-CAkey',
+        file('ca.key'),
+        '-CAcreateserial',
+        '-days',
+        '2',
+        '-extfile',
+        file('client.ext'),
+        '-out',
+        file('client.crt'),
+      );
       return { certFile: file('client.crt'), keyFile: file('client.key') };
     },
     dispose: () => rm(dir, { recursive: true, force: true }),

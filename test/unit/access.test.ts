@@ -36,12 +36,20 @@ describe('local addresses', () => {
     expect(isLocalAddress(address)).toBe(true);
   });
 
-  it.each(['10.0.0.1', '192.168.1.1', '172.16.0.1', '8.8.8.8', '169.253.1.1', '128.0.0.1', '2001:db8::1', 'fec0::1', '::ffff:8.8.8.8', 'ghcr.io'])(
-    '%s is not',
-    (address) => {
-      expect(isLocalAddress(address)).toBe(false);
-    },
-  );
+  it.each([
+    '10.0.0.1',
+    '192.168.1.1',
+    '172.16.0.1',
+    '8.8.8.8',
+    '169.253.1.1',
+    '128.0.0.1',
+    '2001:db8::1',
+    'fec0::1',
+    '::ffff:8.8.8.8',
+    'ghcr.io',
+  ])('%s is not', (address) => {
+    expect(isLocalAddress(address)).toBe(false);
+  });
 
   it('takes localhost names as local, other names as not (their addresses are checked at connect time)', () => {
     expect(isLocalHost('localhost')).toBe(true);
@@ -86,13 +94,29 @@ describe('repository patterns', () => {
       $defs: { upstream: { properties: { repositories: { properties: { allow: { items: { pattern: string } } } } } } };
     };
     const pattern = new RegExp(schema.$defs.upstream.properties.repositories.properties.allow.items.pattern);
-    for (const sample of ['a', 'library/*', '**', 'org/**/app', '*-x/y', '', 'Org/*', 'a//b', '../x', '.hidden/*', '_x', 'a b', '/a', 'a/']) {
+    for (const sample of [
+      'a',
+      'library/*',
+      '**',
+      'org/**/app',
+      '*-x/y',
+      '',
+      'Org/*',
+      'a//b',
+      '../x',
+      '.hidden/*',
+      '_x',
+      'a b',
+      '/a',
+      'a/',
+    ]) {
       expect(pattern.test(sample), sample).toBe(findPatternProblem(sample) === undefined);
     }
   });
 
   it('refuses patterns outside the name grammar', () => {
-    for (const bad of ['', 'Org/*', 'a//b', '../x', '.hidden/*', '_x', 'a/%2e', 'a b', 'x'.repeat(256)]) expect(findPatternProblem(bad), bad).toBeDefined();
+    for (const bad of ['', 'Org/*', 'a//b', '../x', '.hidden/*', '_x', 'a/%2e', 'a b', 'x'.repeat(256)])
+      expect(findPatternProblem(bad), bad).toBeDefined();
     for (const good of ['a', 'library/*', '**', 'org/**/app', 'a-b_c.d/*-x']) expect(findPatternProblem(good), good).toBeUndefined();
   });
 });
@@ -131,7 +155,9 @@ describe('access configuration', () => {
       'upstreams["docker.io"].repositories.allow[0]: expected lowercase name components, "*" or "**", separated by "/", got "Bad"',
       'upstreams["docker.io"].repositories.deny: expected an array, got "x"',
     ]);
-    expect(problemsOf(upstreams({ allowLocalRedirects: 'yes' }))).toEqual(['upstreams["docker.io"].allowLocalRedirects: expected true or false, got "yes"']);
+    expect(problemsOf(upstreams({ allowLocalRedirects: 'yes' }))).toEqual([
+      'upstreams["docker.io"].allowLocalRedirects: expected true or false, got "yes"',
+    ]);
   });
 
   it('reads client auth from the environment and an htpasswd path, never the file', () => {
@@ -148,7 +174,10 @@ describe('access configuration', () => {
   });
 
   it('refuses empty, short or missing tokens without printing them, and an empty clientAuth', () => {
-    const problems = problemsOf({ clientAuth: { tokensEnv: 'TOKENS', metricsTokenEnv: 'NOPE', realm: 'a"b' } }, { TOKENS: 'short-secret,ok-but-long-enough-token' });
+    const problems = problemsOf(
+      { clientAuth: { tokensEnv: 'TOKENS', metricsTokenEnv: 'NOPE', realm: 'a"b' } },
+      { TOKENS: 'short-secret,ok-but-long-enough-token' },
+    );
     expect(problems).toEqual([
       'clientAuth.tokensEnv: token 1 in TOKENS must be 16 to 4096 visible ASCII characters',
       'clientAuth.metricsTokenEnv: environment variable NOPE is not set or empty',

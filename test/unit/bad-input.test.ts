@@ -51,7 +51,9 @@ describe('parsers under random input', () => {
   it('parseDigest yields only sha256 with 64 lowercase hex, else DIGEST_INVALID 400', () => {
     const digestish = fc.oneof(
       fc.string(),
-      fc.tuple(fc.constantFrom('sha256', 'SHA256', 'sha512', 'md5', ''), fc.stringMatching(/^[0-9a-fA-F]{0,130}$/)).map(([a, h]) => `${a}:${h}`),
+      fc
+        .tuple(fc.constantFrom('sha256', 'SHA256', 'sha512', 'md5', ''), fc.stringMatching(/^[0-9a-fA-F]{0,130}$/))
+        .map(([a, h]) => `${a}:${h}`),
     );
     fc.assert(
       fc.property(digestish, (text) => {
@@ -96,9 +98,14 @@ describe('parsers under random input', () => {
   it('parseRange and resolveRange yield a window inside the blob, else RANGE_INVALID', () => {
     const header = fc.oneof(
       fc.string({ maxLength: 40 }),
-      fc.tuple(fc.constantFrom('bytes=', 'bytes =', 'items=', 'BYTES='), fc.option(fc.nat(), { nil: undefined }), fc.option(fc.nat(), { nil: undefined }), fc.constantFrom('', ',0-1', ' ')).map(
-        ([unit, a, b, tail]) => `${unit}${a ?? ''}-${b ?? ''}${tail}`,
-      ),
+      fc
+        .tuple(
+          fc.constantFrom('bytes=', 'bytes =', 'items=', 'BYTES='),
+          fc.option(fc.nat(), { nil: undefined }),
+          fc.option(fc.nat(), { nil: undefined }),
+          fc.constantFrom('', ',0-1', ' '),
+        )
+        .map(([unit, a, b, tail]) => `${unit}${a ?? ''}-${b ?? ''}${tail}`),
     );
     fc.assert(
       fc.property(header, fc.nat({ max: 1 << 30 }), (text, sizeBytes) => {

@@ -199,7 +199,13 @@ describe('cache index', () => {
         idleTtlMs: config.store.idleTtlMs,
         onEvicted: evictions.onEvicted,
       });
-      const maintenance: Maintenance = createMaintenance({ config, store, index, records: createRecords(store), log: createSilentLogger() });
+      const maintenance: Maintenance = createMaintenance({
+        config,
+        store,
+        index,
+        records: createRecords(store),
+        log: createSilentLogger(),
+      });
       try {
         expect(await index.load()).toBe('scan');
         maintenance.start();

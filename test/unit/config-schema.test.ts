@@ -88,9 +88,21 @@ describe('mirror.config.schema.json', () => {
     ['upstreamDefaults', { upstreamDefaults: { bogus: 1 } }, 'upstreamDefaults.bogus'],
     ['upstreamDefaults.timeouts', { upstreamDefaults: { timeouts: { bogus: 1 } } }, 'upstreamDefaults.timeouts.bogus'],
     ['upstream', { upstreams: { 'docker.io': { url: 'https://x.io', bogus: 1 } } }, 'upstreams["docker.io"].bogus'],
-    ['upstream.timeouts', { upstreams: { 'docker.io': { url: 'https://x.io', timeouts: { bogus: 1 } } } }, 'upstreams["docker.io"].timeouts.bogus'],
-    ['upstream.auth', { upstreams: { 'docker.io': { url: 'https://x.io', auth: { username: 'u', passwordEnv: 'P', bogus: 1 } } } }, 'upstreams["docker.io"].auth.bogus'],
-    ['upstream.repositories', { upstreams: { 'docker.io': { url: 'https://x.io', repositories: { bogus: 1 } } } }, 'upstreams["docker.io"].repositories.bogus'],
+    [
+      'upstream.timeouts',
+      { upstreams: { 'docker.io': { url: 'https://x.io', timeouts: { bogus: 1 } } } },
+      'upstreams["docker.io"].timeouts.bogus',
+    ],
+    [
+      'upstream.auth',
+      { upstreams: { 'docker.io': { url: 'https://x.io', auth: { username: 'u', passwordEnv: 'P', bogus: 1 } } } },
+      'upstreams["docker.io"].auth.bogus',
+    ],
+    [
+      'upstream.repositories',
+      { upstreams: { 'docker.io': { url: 'https://x.io', repositories: { bogus: 1 } } } },
+      'upstreams["docker.io"].repositories.bogus',
+    ],
     ['clientAuth', { clientAuth: { tokensEnv: 'T', bogus: 1 } }, 'clientAuth.bogus'],
     ['log', { log: { bogus: 1 } }, 'log.bogus'],
   ])('refuses an unknown key in %s, listing the keys it allows', (node, input, path) => {
@@ -131,7 +143,11 @@ describe('mirror.config.schema.json', () => {
 
   it.each([
     ['duration', parseDuration, ['30s', '500ms', '1.5h', '1w', '10 s', '0s', 'fast', '30', '5M', '-1s', '1h30m', '.5s']],
-    ['size', parseSize, ['123', '50GiB', '10gb', '1 KiB', '5b', '50Gi', '1ti', '0', 'lots', '10G', '1e9', '-1', 'GiB', '1.KiB', '5Gib', '5Kb', '5Gii', '5iB']],
+    [
+      'size',
+      parseSize,
+      ['123', '50GiB', '10gb', '1 KiB', '5b', '50Gi', '1ti', '0', 'lots', '10G', '1e9', '-1', 'GiB', '1.KiB', '5Gib', '5Kb', '5Gii', '5iB'],
+    ],
   ] as const)('has a %s pattern that agrees with the parser', (name, parse, samples) => {
     const pattern = new RegExp(schema.$defs[name]?.pattern ?? '(?!)');
     for (const sample of samples) {
@@ -155,7 +171,12 @@ describe('the precompiled validator (npm run build)', () => {
     const module = { exports: {} as unknown };
     new Function('require', 'module', standaloneCode.default(ajv, validate))(createRequire(import.meta.url), module);
     const precompiled = module.exports as ValidateFunction;
-    const inputs = [{}, null, { store: { maxSize: '0', idleTtl: 'fast' }, colour: 1 }, { upstreams: { 'A.io': {}, 'b.io': { url: 'https://b.io', timeouts: {} } } }];
+    const inputs = [
+      {},
+      null,
+      { store: { maxSize: '0', idleTtl: 'fast' }, colour: 1 },
+      { upstreams: { 'A.io': {}, 'b.io': { url: 'https://b.io', timeouts: {} } } },
+    ];
     for (const input of inputs) {
       const [a, b] = [structuredClone(input), structuredClone(input)];
       expect([precompiled(a), a, precompiled.errors], JSON.stringify(input)).toEqual([validate(b), b, validate.errors]);

@@ -36,7 +36,14 @@ const DEFAULT_POLICY = {
 describe('parseConfig defaults', () => {
   it('turns the empty file into the documented defaults, in ms and bytes', () => {
     const config = parseConfig({}, NO_ENV);
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 5000, maxConnections: 4096, maxRequestsPerClient: 64, drainTimeoutMs: 30_000, headersTimeoutMs: 10_000 });
+    expect(config.listen).toEqual({
+      host: '0.0.0.0',
+      port: 5000,
+      maxConnections: 4096,
+      maxRequestsPerClient: 64,
+      drainTimeoutMs: 30_000,
+      headersTimeoutMs: 10_000,
+    });
     expect(config.store).toEqual({ path: './data', maxSizeBytes: 50 * 2 ** 30, idleTtlMs: 30 * 86_400_000, pins: [] });
     expect(config.defaultUpstream).toBe('docker.io');
     expect(config.offline).toBe(false);
@@ -50,7 +57,14 @@ describe('parseConfig defaults', () => {
       urls: [],
       ...DEFAULT_POLICY,
     });
-    expect(config.upstreams['ghcr.io']).toEqual({ name: 'ghcr.io', url: 'https://ghcr.io', urls: [], aliases: [], library: false, ...DEFAULT_POLICY });
+    expect(config.upstreams['ghcr.io']).toEqual({
+      name: 'ghcr.io',
+      url: 'https://ghcr.io',
+      urls: [],
+      aliases: [],
+      library: false,
+      ...DEFAULT_POLICY,
+    });
   });
 
   it('parses the default config file itself to the same config as the empty file', () => {
@@ -79,14 +93,24 @@ describe('parseConfig merging', () => {
       { listen: { port: 6000 }, store: { maxSize: '1GB' }, log: { level: 'debug' }, upstreamDefaults: { timeouts: { connect: '1s' } } },
       NO_ENV,
     );
-    expect(config.listen).toEqual({ host: '0.0.0.0', port: 6000, maxConnections: 4096, maxRequestsPerClient: 64, drainTimeoutMs: 30_000, headersTimeoutMs: 10_000 });
+    expect(config.listen).toEqual({
+      host: '0.0.0.0',
+      port: 6000,
+      maxConnections: 4096,
+      maxRequestsPerClient: 64,
+      drainTimeoutMs: 30_000,
+      headersTimeoutMs: 10_000,
+    });
     expect(config.store).toEqual({ path: './data', maxSizeBytes: 1e9, idleTtlMs: 30 * 86_400_000, pins: [] });
     expect(config.log.level).toBe('debug');
     expect(config.upstreams['quay.io']?.timeouts).toEqual({ connectMs: 1000, headersMs: 30_000, bodyMs: 30_000 });
   });
 
   it('replaces the default upstream set wholly when upstreams is given', () => {
-    const config = parseConfig({ defaultUpstream: 'registry.local:5000', upstreams: { 'registry.local:5000': { url: 'http://127.0.0.1:5001/' } } }, NO_ENV);
+    const config = parseConfig(
+      { defaultUpstream: 'registry.local:5000', upstreams: { 'registry.local:5000': { url: 'http://127.0.0.1:5001/' } } },
+      NO_ENV,
+    );
     expect(Object.keys(config.upstreams)).toEqual(['registry.local:5000']);
     expect(config.upstreams['registry.local:5000']?.url).toBe('http://127.0.0.1:5001');
   });
@@ -142,7 +166,12 @@ describe('parseConfig merging', () => {
 
 describe('parseConfig validation', () => {
   it('reports a bad duration with its JSON path and the value', () => {
-    const input = { upstreams: { 'docker.io': { url: 'https://registry-1.docker.io' }, 'ghcr.io': { url: 'https://ghcr.io', timeouts: { connect: 'fast' } } } };
+    const input = {
+      upstreams: {
+        'docker.io': { url: 'https://registry-1.docker.io' },
+        'ghcr.io': { url: 'https://ghcr.io', timeouts: { connect: 'fast' } },
+      },
+    };
     expect(problemsOf(input)).toEqual(['upstreams["ghcr.io"].timeouts.connect: expected a duration like "30s", got "fast"']);
   });
 
@@ -173,7 +202,9 @@ describe('parseConfig validation', () => {
       colour: 'blue',
       listen: { hots: 'x' },
       upstreamDefaults: { timeouts: { read: '1s' } },
-      upstreams: { 'docker.io': { url: 'https://registry-1.docker.io', mirror: true, auth: { username: 'u', passwordEnv: 'P', token: 't' } } },
+      upstreams: {
+        'docker.io': { url: 'https://registry-1.docker.io', mirror: true, auth: { username: 'u', passwordEnv: 'P', token: 't' } },
+      },
     };
     expect(pathsOf(input, { P: 'secret' })).toEqual([
       'colour',
@@ -182,7 +213,9 @@ describe('parseConfig validation', () => {
       'upstreams["docker.io"].mirror',
       'upstreams["docker.io"].auth.token',
     ]);
-    expect(problemsOf({ listen: { hots: 'x' } })).toEqual(['listen.hots: unknown key (allowed: host, port, maxConnections, maxRequestsPerClient, tls, drainTimeout, headersTimeout)']);
+    expect(problemsOf({ listen: { hots: 'x' } })).toEqual([
+      'listen.hots: unknown key (allowed: host, port, maxConnections, maxRequestsPerClient, tls, drainTimeout, headersTimeout)',
+    ]);
   });
 
   it('keeps a __proto__ key an unknown key, not a prototype', () => {
@@ -200,22 +233,22 @@ describe('parseConfig validation', () => {
     [{ listen: { port: -1 } }, 'listen.port: expected an integer from 0 to 65535, got -1'],
     [{ listen: { tls: { certFile: 'c.pem' } } }, 'listen.tls.keyFile: missing; expected a non-empty string'],
     [{ $schema: 3 }, '$schema: expected a non-empty string, got 3'],
-    [{ defaultUpstream: 'nope.io' }, 'defaultUpstream: "nope.io" is not a key of upstreams (docker.io, ghcr.io, quay.io, registry.k8s.io, gcr.io)'],
+    [
+      { defaultUpstream: 'nope.io' },
+      'defaultUpstream: "nope.io" is not a key of upstreams (docker.io, ghcr.io, quay.io, registry.k8s.io, gcr.io)',
+    ],
   ])('rejects %j', (input, problem) => {
     expect(problemsOf(input)).toEqual([problem]);
   });
 
-  it.each([
-    ['ftp://ghcr.io'],
-    ['https://ghcr.io/v2'],
-    ['https://ghcr.io/?x=1'],
-    ['https://user:pw@ghcr.io'],
-    ['ghcr.io'],
-  ])('rejects the upstream url %s', (url) => {
-    expect(problemsOf({ upstreams: { 'docker.io': { url } } })).toEqual([
-      `upstreams["docker.io"].url: expected an http:// or https:// URL with no path, query or credentials, got ${JSON.stringify(url)}`,
-    ]);
-  });
+  it.each([['ftp://ghcr.io'], ['https://ghcr.io/v2'], ['https://ghcr.io/?x=1'], ['https://user:pw@ghcr.io'], ['ghcr.io']])(
+    'rejects the upstream url %s',
+    (url) => {
+      expect(problemsOf({ upstreams: { 'docker.io': { url } } })).toEqual([
+        `upstreams["docker.io"].url: expected an http:// or https:// URL with no path, query or credentials, got ${JSON.stringify(url)}`,
+      ]);
+    },
+  );
 
   it('requires an upstream url and a lowercase registry host as the key', () => {
     const input = { defaultUpstream: 'GHCR.io', upstreams: { 'GHCR.io': { url: 'https://ghcr.io' }, 'ghcr.io/x': {} } };
@@ -291,8 +324,15 @@ describe('parseConfig credentials', () => {
   });
 
   it('takes passwordFile or a credential helper (which names the user), with trusted realms', () => {
-    const file = parseConfig(withAuth({ username: 'AWS', passwordFile: '/run/secrets/ecr', realms: ['https://GitLab.example.com:443'] }), NO_ENV);
-    expect(file.upstreams['docker.io']?.credentials).toEqual({ username: 'AWS', passwordFile: '/run/secrets/ecr', realms: ['https://gitlab.example.com'] });
+    const file = parseConfig(
+      withAuth({ username: 'AWS', passwordFile: '/run/secrets/ecr', realms: ['https://GitLab.example.com:443'] }),
+      NO_ENV,
+    );
+    expect(file.upstreams['docker.io']?.credentials).toEqual({
+      username: 'AWS',
+      passwordFile: '/run/secrets/ecr',
+      realms: ['https://gitlab.example.com'],
+    });
     const helper = parseConfig(withAuth({ helper: 'ecr-login', helperTtl: '1h' }), NO_ENV);
     expect(helper.upstreams['docker.io']?.credentials).toEqual({ username: '', helper: 'ecr-login', helperTtlMs: 3_600_000 });
   });
@@ -337,7 +377,9 @@ describe('loadConfig', () => {
     await writeFile(file, '{\n  "listen": {\n    "port": 5000,\n  }\n}\n');
     const error = await loadConfig({ file, env: NO_ENV }).catch((err: unknown) => err);
     expect(error).toBeInstanceOf(ConfigError);
-    expect((error as ConfigError).problems).toEqual([{ path: file, message: expect.stringMatching(/^invalid JSON at line 4, column 3: /) as unknown }]);
+    expect((error as ConfigError).problems).toEqual([
+      { path: file, message: expect.stringMatching(/^invalid JSON at line 4, column 3: /) as unknown },
+    ]);
   });
 
   it('places a truncated file at its end', async () => {

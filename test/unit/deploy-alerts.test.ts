@@ -74,8 +74,14 @@ describe('alert rules (promtool)', () => {
     expect(alerts.length).toBeGreaterThanOrEqual(9);
     for (const alert of alerts) {
       const mine = cases.filter((c) => c.alertname === alert);
-      expect(mine.some((c) => c.exp_alerts.length > 0), `${alert} fires somewhere`).toBe(true);
-      expect(mine.some((c) => c.exp_alerts.length === 0), `${alert} is quiet somewhere`).toBe(true);
+      expect(
+        mine.some((c) => c.exp_alerts.length > 0),
+        `${alert} fires somewhere`,
+      ).toBe(true);
+      expect(
+        mine.some((c) => c.exp_alerts.length === 0),
+        `${alert} is quiet somewhere`,
+      ).toBe(true);
     }
   });
 

@@ -78,7 +78,10 @@ describe('deploy/healthcheck.mjs', () => {
   it('fails while /readyz is not 200, and when nothing listens', async () => {
     const [listen, silent, other] = [await freePort(), await freePort(), await freePort()];
     await writeFile(join(dir, 'mirror.config.json'), JSON.stringify({ listen: { port: listen } }));
-    expect(await check(await startStandIn([], listen, 503))).toEqual({ code: 1, stdout: `healthcheck: http://127.0.0.1:${listen}/readyz not ready\n` });
+    expect(await check(await startStandIn([], listen, 503))).toEqual({
+      code: 1,
+      stdout: `healthcheck: http://127.0.0.1:${listen}/readyz not ready\n`,
+    });
     standIn?.kill();
     expect((await check(await startStandIn(['--port', String(silent)], other, 200))).code).toBe(1);
   });

@@ -45,7 +45,10 @@ describe('deploy/Dockerfile', () => {
     expect(args(deps?.instructions ?? [], 'RUN').join(' ')).toMatch(/npm ci --omit=dev/);
     expect(args(build?.instructions ?? [], 'RUN').join(' ')).toMatch(/npm run build/);
     const copies = args(runtime?.instructions ?? [], 'COPY').map(parseCopy);
-    expect(copies.filter((c) => c.from).map((c) => `${c.from}:${c.sources.join(',')}`)).toEqual(['deps:/src/node_modules', 'build:/src/dist']);
+    expect(copies.filter((c) => c.from).map((c) => `${c.from}:${c.sources.join(',')}`)).toEqual([
+      'deps:/src/node_modules',
+      'build:/src/dist',
+    ]);
   });
 
   it('runs unprivileged, labelled, with a health check that reads the port from the config', async () => {
@@ -69,7 +72,16 @@ describe('deploy/Dockerfile', () => {
 
   it('sends the builder exactly what the COPY lines name (.dockerignore)', async () => {
     const ignore = await read('.dockerignore');
-    for (const path of ['node_modules', 'node_modules/undici/index.js', '.git', '.git/HEAD', 'test', 'test/unit/deploy.test.ts', 'dist/main.js', 'data']) {
+    for (const path of [
+      'node_modules',
+      'node_modules/undici/index.js',
+      '.git',
+      '.git/HEAD',
+      'test',
+      'test/unit/deploy.test.ts',
+      'dist/main.js',
+      'data',
+    ]) {
       expect(inContext(ignore, path), path).toBe(false);
     }
     const sources = stages(parseDockerfile(await read('deploy/Dockerfile')))

@@ -77,7 +77,13 @@ const BASE = [
   'StatefulSet oci-mirror',
   'PodDisruptionBudget oci-mirror',
 ];
-const MONITORED = [...BASE.slice(0, 3), 'ConfigMap oci-mirror-dashboard', ...BASE.slice(3), 'PrometheusRule oci-mirror', 'ServiceMonitor oci-mirror'];
+const MONITORED = [
+  ...BASE.slice(0, 3),
+  'ConfigMap oci-mirror-dashboard',
+  ...BASE.slice(3),
+  'PrometheusRule oci-mirror',
+  'ServiceMonitor oci-mirror',
+];
 const FRONTED = [...BASE.slice(0, 3), 'ConfigMap oci-mirror-nginx-<hash>', ...BASE.slice(3)];
 const VARIANTS: Record<string, readonly string[]> = {
   base: BASE,
@@ -124,7 +130,8 @@ describe('deploy/kubernetes (kustomize)', () => {
     const objects = variant(name);
     expect(listed(objects)).toEqual(expected);
     expect(objects.map((o) => [listed([o])[0], schemaProblems(o)]).filter(([, problem]) => problem)).toEqual([]);
-    for (const object of objects) if (object.kind !== 'Namespace') expect((object.metadata as { namespace?: string }).namespace).toBe('oci-mirror');
+    for (const object of objects)
+      if (object.kind !== 'Namespace') expect((object.metadata as { namespace?: string }).namespace).toBe('oci-mirror');
   });
 
   it('rejects an object its schema forbids (the validation binds)', () => {
@@ -146,7 +153,9 @@ describe('deploy/kubernetes (kustomize)', () => {
     const template = podTemplate(objects);
     expect(template.spec.serviceAccountName).toBe('oci-mirror');
     expect(template.spec.automountServiceAccountToken).toBe(false);
-    expect((find(objects, 'ServiceAccount', 'oci-mirror') as { automountServiceAccountToken?: boolean }).automountServiceAccountToken).toBe(false);
+    expect((find(objects, 'ServiceAccount', 'oci-mirror') as { automountServiceAccountToken?: boolean }).automountServiceAccountToken).toBe(
+      false,
+    );
     expect(template.spec.securityContext?.runAsNonRoot).toBe(true);
     expect(template.spec.containers[0]?.securityContext).toMatchObject({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
     expect(template.spec.topologySpreadConstraints?.map((c) => c.topologyKey)).toContain('kubernetes.io/hostname');

@@ -16,7 +16,10 @@ const DEPLOY = join(import.meta.dirname, '../../deploy');
 
 async function filesUnder(dir: string): Promise<string[]> {
   const entries = await readdir(dir, { recursive: true, withFileTypes: true });
-  return entries.filter((e) => e.isFile()).map((e) => relative(DEPLOY, join(e.parentPath, e.name))).sort();
+  return entries
+    .filter((e) => e.isFile())
+    .map((e) => relative(DEPLOY, join(e.parentPath, e.name)))
+    .sort();
 }
 
 const read = (path: string): Promise<string> => readFile(join(DEPLOY, path), 'utf8');
@@ -106,7 +109,9 @@ describe('deploy/', () => {
       groups: { rules: { alert?: string; expr?: string; labels?: { severity?: string }; annotations?: { summary?: string } }[] }[];
     };
     const rules = groups.flatMap((g) => g.rules);
-    expect(rules.map((r) => r.alert)).toEqual(expect.arrayContaining(['OciMirrorUpstreamDown', 'OciMirrorVerifyFailures', 'OciMirrorStoreAtBudget', 'OciMirrorVolumeNearlyFull']));
+    expect(rules.map((r) => r.alert)).toEqual(
+      expect.arrayContaining(['OciMirrorUpstreamDown', 'OciMirrorVerifyFailures', 'OciMirrorStoreAtBudget', 'OciMirrorVolumeNearlyFull']),
+    );
     for (const rule of rules) {
       expect(rule.expr, rule.alert).toMatch(/\S/);
       expect(['critical', 'warning', 'info'], rule.alert).toContain(rule.labels?.severity);
@@ -125,7 +130,10 @@ describe('deploy/', () => {
   it('sends docker.io, ghcr.io, quay.io and registry.k8s.io to the mirror, from every client config', async () => {
     const registries = ['docker.io', 'ghcr.io', 'quay.io', 'registry.k8s.io'];
     for (const name of [...registries, '_default']) {
-      const hosts = parseToml(await read(`containerd/certs.d/${name}/hosts.toml`)) as { server?: string; host?: Record<string, { capabilities?: string[] }> };
+      const hosts = parseToml(await read(`containerd/certs.d/${name}/hosts.toml`)) as {
+        server?: string;
+        host?: Record<string, { capabilities?: string[] }>;
+      };
       const mirrors = Object.entries(hosts.host ?? {});
       expect(mirrors.length, name).toBe(1);
       expect(mirrors[0]?.[1].capabilities, name).toEqual(['pull', 'resolve']);
@@ -135,7 +143,10 @@ describe('deploy/', () => {
     for (const name of registries) {
       const entry = conf.registry.find((r) => r.prefix === name);
       const expected = name === 'docker.io' ? 'mirror.example.internal:5000' : `mirror.example.internal:5000/${name}`;
-      expect(entry?.mirror?.map((m) => m.location), name).toEqual([expected]);
+      expect(
+        entry?.mirror?.map((m) => m.location),
+        name,
+      ).toEqual([expected]);
     }
     const k3s = (await readYaml('k3s/registries.yaml')) as { mirrors: Record<string, { endpoint: string[] }> };
     for (const name of [...registries, '*']) expect(k3s.mirrors[name]?.endpoint, name).toEqual(['http://mirror.example.internal:5000']);
@@ -146,14 +157,20 @@ describe('deploy/', () => {
   it('probes /healthz and /readyz and bounds resources in the StatefulSet', async () => {
     const set = (await readYaml('kubernetes/base/statefulset.yaml')) as {
       spec: {
-        template: { metadata: { annotations: Record<string, string> }; spec: { containers: Record<string, { httpGet?: { path: string } } & Record<string, unknown>>[] } };
+        template: {
+          metadata: { annotations: Record<string, string> };
+          spec: { containers: Record<string, { httpGet?: { path: string } } & Record<string, unknown>>[] };
+        };
         volumeClaimTemplates: unknown[];
       };
     };
     const [container] = set.spec.template.spec.containers;
     expect((container?.livenessProbe as { httpGet: { path: string } }).httpGet.path).toBe('/healthz');
     expect((container?.readinessProbe as { httpGet: { path: string } }).httpGet.path).toBe('/readyz');
-    expect(container?.resources).toMatchObject({ requests: { cpu: expect.any(String), memory: expect.any(String) }, limits: { memory: expect.any(String) } });
+    expect(container?.resources).toMatchObject({
+      requests: { cpu: expect.any(String), memory: expect.any(String) },
+      limits: { memory: expect.any(String) },
+    });
     expect(set.spec.template.metadata.annotations['prometheus.io/scrape']).toBe('true');
     expect(set.spec.volumeClaimTemplates).toHaveLength(1);
   });

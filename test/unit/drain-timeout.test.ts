@@ -9,7 +9,9 @@ const STATEFULSET = join(import.meta.dirname, '../../deploy/kubernetes/base/stat
 describe('listen.drainTimeout', () => {
   it('defaults to less than the shipped StatefulSet grace period, leaving time to close the store', async () => {
     const config = parseConfig({}, {});
-    const doc = parseYaml(await readFile(STATEFULSET, 'utf8')) as { spec: { template: { spec: { terminationGracePeriodSeconds: number } } } };
+    const doc = parseYaml(await readFile(STATEFULSET, 'utf8')) as {
+      spec: { template: { spec: { terminationGracePeriodSeconds: number } } };
+    };
     const graceMs = doc.spec.template.spec.terminationGracePeriodSeconds * 1000;
     expect(config.listen.drainTimeoutMs).toBe(30_000);
     expect(config.listen.drainTimeoutMs).toBeLessThanOrEqual(graceMs - 10_000);

@@ -101,7 +101,10 @@ describe('fill state machine', () => {
     wrong.writeUInt8(wrong.readUInt8(5) ^ 1, 5);
     const upstream = new PassThrough();
     const fill = await Fill.begin({ digest: digestOf(body), sizeBytes: body.length, store }, upstream);
-    const readers = [collect(fill.openReader(undefined, 'upstream', noop)), collect(fill.openReader({ start: 10, end: 99 }, 'cache', noop))];
+    const readers = [
+      collect(fill.openReader(undefined, 'upstream', noop)),
+      collect(fill.openReader({ start: 10, end: 99 }, 'cache', noop)),
+    ];
     upstream.end(wrong);
     await expect(fill.done).rejects.toMatchObject({ reason: 'digest' });
     for (const reader of readers) await expect(reader.done).rejects.toThrow(/upstream transfer failed/);
@@ -270,7 +273,6 @@ describe('blob store', () => {
     await Promise.all([store.close(), again.close()]);
     expect(await readdir(join(dir, 'tmp'))).toEqual(['fills']);
   });
-
 
   it('keeps manifests with their media type across instances', async () => {
     const store = createStore(dir);

@@ -23,7 +23,19 @@ describe('store units', () => {
       ['b', ['gone']],
       ['c', ['s', 'y']],
     ]);
-    const units = storeUnits(used([['s', 1], ['x', 2], ['z', 3], ['i', 10], ['a', 50], ['b', 4], ['c', 20], ['y', 5]]), graph);
+    const units = storeUnits(
+      used([
+        ['s', 1],
+        ['x', 2],
+        ['z', 3],
+        ['i', 10],
+        ['a', 50],
+        ['b', 4],
+        ['c', 20],
+        ['y', 5],
+      ]),
+      graph,
+    );
     expect(units).toEqual([
       { kind: 'blob', root: 'z', members: ['z'], lastUsedMs: 3 },
       { kind: 'image', root: 'c', members: ['c', 's', 'y'], lastUsedMs: 20 },
@@ -70,7 +82,11 @@ describe('eviction by image', () => {
   /** An image manifest over `layers` (each a blob, shared ones passed again), stored; config included. */
   async function image(layers: readonly Digest[]): Promise<{ manifest: Digest; config: Digest }> {
     const config = await blob(randomBytes(100));
-    const descriptor = async (digest: Digest) => ({ mediaType: 'application/octet-stream', digest, size: (await store.blobs.stat(digest)) as number });
+    const descriptor = async (digest: Digest) => ({
+      mediaType: 'application/octet-stream',
+      digest,
+      size: (await store.blobs.stat(digest)) as number,
+    });
     const body = Buffer.from(
       JSON.stringify({
         schemaVersion: 2,

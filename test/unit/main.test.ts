@@ -28,7 +28,7 @@ describe('parseCommandLine', () => {
     [['warm', 'alpine', '-h'], 'warm'],
     [['--help', 'export'], 'export'],
     [['prune', '--help'], 'prune'],
-  ])('asks for one command\'s help with %j', (argv, command) => {
+  ])("asks for one command's help with %j", (argv, command) => {
     expect(parseCommandLine(argv)).toEqual({ kind: 'help', command });
   });
 
@@ -84,7 +84,10 @@ describe('USAGE', () => {
       json: false,
       request: {
         refs: ['alpine:3.20', 'ghcr.io/org/app:1'],
-        platforms: [{ os: 'linux', architecture: 'amd64' }, { os: 'linux', architecture: 'arm64', variant: 'v8' }],
+        platforms: [
+          { os: 'linux', architecture: 'amd64' },
+          { os: 'linux', architecture: 'arm64', variant: 'v8' },
+        ],
         concurrency: 4,
         pin: true,
       },
@@ -138,7 +141,12 @@ describe('USAGE', () => {
 
   it('lists no command that does not exist yet', () => {
     const commands = /Commands:\n((?: {2}\S.*\n)+)/.exec(USAGE)?.[1] ?? '';
-    expect(commands.split('\n').filter(Boolean).map((line) => line.trim().split(/\s+/)[0])).toEqual(['serve', 'prune', 'stats', 'warm', 'export', 'import', 'help']);
+    expect(
+      commands
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => line.trim().split(/\s+/)[0]),
+    ).toEqual(['serve', 'prune', 'stats', 'warm', 'export', 'import', 'help']);
   });
 });
 

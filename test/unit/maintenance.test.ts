@@ -87,7 +87,12 @@ describe('store maintenance', () => {
     const gone = await put(400);
     startMaintenance('30d');
     await index.load();
-    const record = (digest: Digest) => ({ digest, mediaType: 'application/vnd.oci.image.manifest.v1+json', sizeBytes: 1, checkedAtMs: Date.now() });
+    const record = (digest: Digest) => ({
+      digest,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      sizeBytes: 1,
+      checkedAtMs: Date.now(),
+    });
     await records.putTag('docker.io', 'library/kept', 'v1', record(kept));
     await records.putTag('docker.io', 'library/gone', 'v1', record(gone));
     await store.blobs.remove(gone);

@@ -129,11 +129,9 @@ describe('Range and Accept', () => {
       'application/vnd.oci.image.index.v1+json',
       'application/json',
     ]);
-    expect(parseAccept('application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json;q=0.9, */*')).toEqual([
-      'application/vnd.docker.distribution.manifest.v2+json',
-      'application/vnd.oci.image.index.v1+json',
-      '*/*',
-    ]);
+    expect(parseAccept('application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.index.v1+json;q=0.9, */*')).toEqual(
+      ['application/vnd.docker.distribution.manifest.v2+json', 'application/vnd.oci.image.index.v1+json', '*/*'],
+    );
     expect(parseAccept(undefined)).toEqual([]);
   });
 

@@ -123,7 +123,9 @@ describe('retention', () => {
     const top = await manifest({
       schemaVersion: 2,
       mediaType: OCI_INDEX,
-      manifests: [{ mediaType: OCI_MANIFEST, digest: child.digest, size: child.sizeBytes, platform: { os: 'linux', architecture: 'amd64' } }],
+      manifests: [
+        { mediaType: OCI_MANIFEST, digest: child.digest, size: child.sizeBytes, platform: { os: 'linux', architecture: 'amd64' } },
+      ],
     });
     return { ...top, mediaType: OCI_INDEX, parts: [top.digest, ...child.parts] };
   }
@@ -216,7 +218,10 @@ describe('retention', () => {
   }, 60_000);
 
   it('keeps a pinned tag and everything it reaches through every sweep and size eviction, never served', async () => {
-    await open({ store: { idleTtl: '10m', maxSize: '20KiB', pins: ['docker.io/library/pinned:v1'] }, upstream: { freshFor: '1m', maxStale: '1m' } });
+    await open({
+      store: { idleTtl: '10m', maxSize: '20KiB', pins: ['docker.io/library/pinned:v1'] },
+      upstream: { freshFor: '1m', maxStale: '1m' },
+    });
     const pinned = await indexImage('pinned', [randomBytes(8000), randomBytes(4000)]);
     await tag('pinned', pinned);
     // Twice freshFor + maxStale + idleTtl.

@@ -38,7 +38,10 @@ describe('store marker', () => {
     await writeFile(join(dir, 'tmp', 'session'), 'keep me');
     const before = await tree(dir);
     const store = createStore(dir);
-    const refused = await store.init().then(() => undefined, (err: unknown) => err);
+    const refused = await store.init().then(
+      () => undefined,
+      (err: unknown) => err,
+    );
     expect(refused).toBeInstanceOf(StoreRefusedError);
     expect((refused as Error).message).toBe(
       `store.path: ${dir} is not empty (passwd) and has no oci-mirror-store.json; refusing to use it as a store`,
@@ -105,7 +108,10 @@ describe('store marker', () => {
       'store.path: / is the root directory; refusing to use it as a store',
     );
     for (const path of ['/etc', '/usr', '/var', '/home', '/root', '/proc/self']) {
-      const refused = await claimStore(createLayout(path), 'test').then(() => undefined, (err: unknown) => err);
+      const refused = await claimStore(createLayout(path), 'test').then(
+        () => undefined,
+        (err: unknown) => err,
+      );
       expect(refused).toBeInstanceOf(StoreRefusedError);
       expect((refused as Error).message).toBe(`store.path: ${path} is a system directory; refusing to use it as a store`);
     }

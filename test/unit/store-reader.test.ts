@@ -34,7 +34,12 @@ describe('store reader memory', () => {
   /** The file, with every read the reader issues counted. */
   async function countedHandle(): Promise<FileHandle> {
     const handle = await open(path, 'r');
-    const read = handle.read.bind(handle) as (buffer: Buffer, offset: number, length: number, position: number) => ReturnType<FileHandle['read']>;
+    const read = handle.read.bind(handle) as (
+      buffer: Buffer,
+      offset: number,
+      length: number,
+      position: number,
+    ) => ReturnType<FileHandle['read']>;
     return Object.assign(handle, {
       read: (buffer: Buffer, offset: number, length: number, position: number) => {
         reads += 1;

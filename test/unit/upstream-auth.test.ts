@@ -8,12 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { UpstreamConfig, UpstreamCredentials } from '../../src/config/types.js';
 import { createLogger, createSilentLogger } from '../../src/log.js';
 import { createMetrics } from '../../src/metrics.js';
-import {
-  createTokenCache,
-  isInTrustBoundary,
-  parseWwwAuthenticate,
-  type TokenCache,
-} from '../../src/upstream/auth.js';
+import { createTokenCache, isInTrustBoundary, parseWwwAuthenticate, type TokenCache } from '../../src/upstream/auth.js';
 import { createCredentialSource } from '../../src/upstream/credentials.js';
 import { isUpstreamFailure } from '../../src/upstream/failure.js';
 import { createTransport, type Transport } from '../../src/upstream/transport.js';
@@ -130,8 +125,7 @@ describe('parseWwwAuthenticate', () => {
   });
 
   it('takes the first Bearer challenge among several', () => {
-    const header =
-      'Basic realm="basic", Negotiate abc==, Bearer realm="https://one/token",scope="x", Bearer realm="https://two/token"';
+    const header = 'Basic realm="basic", Negotiate abc==, Bearer realm="https://one/token",scope="x", Bearer realm="https://two/token"';
     const challenge = parseWwwAuthenticate(header);
     expect(challenge?.scheme).toBe('bearer');
     expect(challenge?.params.get('realm')).toBe('https://one/token');
@@ -156,8 +150,7 @@ describe('parseWwwAuthenticate', () => {
 });
 
 describe('isInTrustBoundary', () => {
-  const boundary = (realm: string, upstream: string, realms?: string[]) =>
-    isInTrustBoundary(new URL(realm), new URL(upstream), realms);
+  const boundary = (realm: string, upstream: string, realms?: string[]) => isInTrustBoundary(new URL(realm), new URL(upstream), realms);
 
   it('trusts the same origin', () => {
     expect(boundary('https://registry.example.com/token', 'https://registry.example.com')).toBe(true);

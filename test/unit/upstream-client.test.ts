@@ -6,12 +6,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { UpstreamConfig } from '../../src/config/types.js';
 import { createSilentLogger } from '../../src/log.js';
 import { createMetrics, type Metrics } from '../../src/metrics.js';
-import {
-  createUpstream,
-  isUpstreamFailure,
-  type Upstream,
-  type UpstreamRequest,
-} from '../../src/upstream/client.js';
+import { createUpstream, isUpstreamFailure, type Upstream, type UpstreamRequest } from '../../src/upstream/client.js';
 
 interface Seen {
   readonly method: string;
@@ -229,7 +224,9 @@ describe('upstream auth', () => {
   it('answers a Basic challenge with the configured credentials', async () => {
     const basic = `Basic ${Buffer.from('user:pw').toString('base64')}`;
     const registry = await serve((req, res) =>
-      req.headers.authorization === basic ? reply(200, {}, 'ok')(req, res) : reply(401, { 'www-authenticate': 'Basic realm="r"' })(req, res),
+      req.headers.authorization === basic
+        ? reply(200, {}, 'ok')(req, res)
+        : reply(401, { 'www-authenticate': 'Basic realm="r"' })(req, res),
     );
     const { upstream } = upstreamFor(registry.origin, { credentials: { username: 'user', password: 'pw' } });
     expect(await fetchText(upstream)).toBe('ok');
@@ -402,7 +399,8 @@ describe('auth per hop', () => {
     };
   }
   /** S3-style signed storage: one auth mechanism only. */
-  const storage: Handler = (req, res) => (req.headers.authorization ? reply(400, {}, 'two auth mechanisms') : reply(200, {}, 'blob'))(req, res);
+  const storage: Handler = (req, res) =>
+    (req.headers.authorization ? reply(400, {}, 'two auth mechanisms') : reply(200, {}, 'blob'))(req, res);
 
   it('answers the challenge of the host a redirect leads to, for that host only, then storage gets no Authorization', async () => {
     const store = await serve(storage, '127.0.0.3');
@@ -411,7 +409,9 @@ describe('auth per hop', () => {
       const then = req.url?.includes('/blobs/') ? reply(302, { location: `${store.origin}/signed?sig=1` }) : reply(200, {}, 'manifest');
       challenging(`${backing.origin}/v2/token`, 'ar-token', 'repository:images/pause:pull', then)(req, res);
     }, '127.0.0.2');
-    const front = await serve((req, res) => reply(307, { location: `${backing.origin}${req.url?.replace('/v2/', '/v2/images/')}` })(req, res));
+    const front = await serve((req, res) =>
+      reply(307, { location: `${backing.origin}${req.url?.replace('/v2/', '/v2/images/')}` })(req, res),
+    );
     const { upstream } = upstreamFor(front.origin);
     expect(await fetchText(upstream, manifest({ repository: 'pause' }))).toBe('manifest');
     expect(await fetchText(upstream, manifest({ repository: 'pause', path: 'blobs/sha256:00', notFound: 'BLOB_UNKNOWN' }))).toBe('blob');

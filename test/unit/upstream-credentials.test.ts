@@ -128,6 +128,7 @@ describe('auth.helper', () => {
     const log = logLines.join('');
     expect(log).toContain('authenticate upstream request');
     for (const secret of ['first-secret', 'second-secret', 'third-secret']) expect(log).not.toContain(secret);
-    for (const secret of ['first-secret-b5e1', 'second-secret-93aa']) expect(log).not.toContain(Buffer.from(`AWS:${secret}`).toString('base64'));
+    for (const secret of ['first-secret-b5e1', 'second-secret-93aa'])
+      expect(log).not.toContain(Buffer.from(`AWS:${secret}`).toString('base64'));
   });
 });

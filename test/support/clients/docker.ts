@@ -30,7 +30,12 @@ export async function startDocker(): Promise<PullClient> {
   const bridge = await startBridge(bridgeSocket);
   const namespace = spawn(
     'unshare',
-    ['--net', 'sh', '-c', `ip link set lo up && exec socat -d -d TCP-LISTEN:${INSIDE.split(':')[1]},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${bridgeSocket}`],
+    [
+      '--net',
+      'sh',
+      '-c',
+      `ip link set lo up && exec socat -d -d TCP-LISTEN:${INSIDE.split(':')[1]},bind=127.0.0.1,fork,reuseaddr UNIX-CONNECT:${bridgeSocket}`,
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const daemon: { child?: ChildProcess } = {};
@@ -46,10 +51,29 @@ export async function startDocker(): Promise<PullClient> {
     await mkdir(join(dir, 'cli'));
     const child = spawn(
       'nsenter',
-      ['-t', String(namespace.pid), '-n', '--', 'dockerd', '--config-file', join(dir, 'daemon.json'), '--debug',
-        '--iptables=false', '--ip-forward=false', '--ip-masq=false', '--bridge=none', '--storage-driver=vfs',
-        '--data-root', join(dir, 'data'), '--exec-root', join(dir, 'exec'), '--pidfile', join(dir, 'docker.pid'),
-        '--host', `unix://${apiSocket}`],
+      [
+        '-t',
+        String(namespace.pid),
+        '-n',
+        '--',
+        'dockerd',
+        '--config-file',
+        join(dir, 'daemon.json'),
+        '--debug',
+        '--iptables=false',
+        '--ip-forward=false',
+        '--ip-masq=false',
+        '--bridge=none',
+        '--storage-driver=vfs',
+        '--data-root',
+        join(dir, 'data'),
+        '--exec-root',
+        join(dir, 'exec'),
+        '--pidfile',
+        join(dir, 'docker.pid'),
+        '--host',
+        `unix://${apiSocket}`,
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     daemon.child = child;
@@ -93,7 +117,8 @@ export async function startDocker(): Promise<PullClient> {
         const name = dockerName(request, endpoint.prefix);
         const retriesBefore = retried.length;
         await docker('pull', '--quiet', name);
-        if (retried.length > retriesBefore) throw new Error(`docker pull ${name} had to retry a download: ${retried.slice(retriesBefore).join('\n')}`);
+        if (retried.length > retriesBefore)
+          throw new Error(`docker pull ${name} had to retry a download: ${retried.slice(retriesBefore).join('\n')}`);
         return inspect(docker, name);
       },
       async reset() {
@@ -129,7 +154,8 @@ async function inspect(docker: (...args: string[]) => Promise<string>, name: str
   // Docker records Hub names in their familiar form: `library/busybox` as `busybox`.
   const repository = name.replace(/[@:][^/]*$/, '').replace(/^library\//, '');
   const recorded = (image.RepoDigests ?? []).filter((d) => d.startsWith(`${repository}@`));
-  if (recorded.length !== 1) throw new Error(`${name}: expected one RepoDigest for ${repository}, got ${JSON.stringify(image.RepoDigests)}`);
+  if (recorded.length !== 1)
+    throw new Error(`${name}: expected one RepoDigest for ${repository}, got ${JSON.stringify(image.RepoDigests)}`);
   return { topDigest: recorded[0]!.slice(recorded[0]!.indexOf('@') + 1), configDigests: [image.Id] };
 }
 

@@ -33,7 +33,9 @@ export async function startPodman(): Promise<PullClient> {
   const writeStorageConf = (): Promise<void> =>
     writeFile(
       file('storage.conf'),
-      ['[storage]', 'driver = "vfs"', `graphroot = "${file(`root-${generation}`)}"`, `runroot = "${file(`run-${generation}`)}"`, ''].join('\n'),
+      ['[storage]', 'driver = "vfs"', `graphroot = "${file(`root-${generation}`)}"`, `runroot = "${file(`run-${generation}`)}"`, ''].join(
+        '\n',
+      ),
     );
   await writeStorageConf();
   const podman = async (args: string[], registries = ''): Promise<string> => {
@@ -72,7 +74,8 @@ export async function startPodman(): Promise<PullClient> {
       const repo = `${request.registry}/${request.repository}@`;
       const recorded = image.RepoDigests.filter((d) => d.startsWith(repo)).map((d) => d.slice(repo.length));
       // RepoDigests lists the index and the platform's manifest; Digest is what the reference resolved to.
-      if (!recorded.includes(image.Digest)) throw new Error(`${ref}: Digest ${image.Digest} not among ${JSON.stringify(image.RepoDigests)}`);
+      if (!recorded.includes(image.Digest))
+        throw new Error(`${ref}: Digest ${image.Digest} not among ${JSON.stringify(image.RepoDigests)}`);
       return { topDigest: image.Digest, configDigests: [`sha256:${image.Id}`] };
     },
     async reset() {

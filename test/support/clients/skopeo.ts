@@ -27,11 +27,16 @@ export async function startSkopeo(): Promise<PullClient> {
       const src = refOf(`${endpoint.host}/${endpoint.prefix}${request.repository}`, request.reference);
       await skopeoCopy(src, dest, { all: true, ...(endpoint.tls ? { certDir: endpoint.tls.certDir } : {}) });
       const image = await readDirImage(dest);
-      for (const blob of image.blobs) if (blob.sha256 !== blob.digest) throw new Error(`skopeo wrote ${blob.digest} with sha256 ${blob.sha256}`);
-      const manifestFiles = image.manifests.length > 0 ? image.manifests.map((d) => `${d.slice('sha256:'.length)}.manifest.json`) : ['manifest.json'];
+      for (const blob of image.blobs)
+        if (blob.sha256 !== blob.digest) throw new Error(`skopeo wrote ${blob.digest} with sha256 ${blob.sha256}`);
+      const manifestFiles =
+        image.manifests.length > 0 ? image.manifests.map((d) => `${d.slice('sha256:'.length)}.manifest.json`) : ['manifest.json'];
       const configDigests: string[] = [];
       for (const name of manifestFiles) {
-        const manifest = JSON.parse(await readFile(join(dest, name), 'utf8')) as { config?: { digest: string }; layers?: { digest: string }[] };
+        const manifest = JSON.parse(await readFile(join(dest, name), 'utf8')) as {
+          config?: { digest: string };
+          layers?: { digest: string }[];
+        };
         if (!manifest.config) throw new Error(`${name} has no config`);
         for (const { digest } of [manifest.config, ...(manifest.layers ?? [])]) {
           if (!image.blobs.some((b) => b.digest === digest)) throw new Error(`skopeo did not write ${digest} of ${name}`);
