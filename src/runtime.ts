@@ -51,7 +51,7 @@ export async function createRuntime(config: Config, options: RuntimeOptions): Pr
   const { store, records, health, index } = await openCache(config, log, metrics);
   const maintenance = createMaintenance({ config, store, index, records, log, metrics });
   const upstreams = new Map<string, Upstream>(Object.values(config.upstreams).map((u) => [u.name, createUpstream(u, { metrics, log })]));
-  const mirror = createMirror({ config, store, records, upstreams, metrics, log, index, health, maintain: maintenance.run });
+  const mirror = createMirror({ config, store, records, upstreams, metrics, log, index, health, maintain: () => maintenance.run() });
   const closeUpstreams = (): Promise<unknown> => Promise.all([...upstreams.values()].map((u) => u.close()));
   let app: App;
   try {

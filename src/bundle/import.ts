@@ -65,7 +65,7 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
     for (const plan of plans) await register(deps, plan);
     const unreferenced = [...carried.values()].filter((b) => b.stagedPath !== undefined).length;
     const skipped = layout.unnamed.map((digest) => ({
-      name: digest as string,
+      name: digest,
       reason: 'no image name in index.json (give the archive a name when you create it)',
     }));
     return { images: plans.map((p) => ({ name: p.name, digest: p.root.digest })), skipped, added, present, unreferenced, bytes };

@@ -24,7 +24,7 @@ export interface BundleOutput {
 const CREATE_NEW = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
 
 export async function openBundleOutput(output: string, storePath: string, stdout: Writable): Promise<BundleOutput> {
-  if (output === '-') return { stream: stdout, commit: async () => undefined, discard: async () => undefined };
+  if (output === '-') return { stream: stdout, commit: () => Promise.resolve(), discard: () => Promise.resolve() };
   const target = await checkTarget(output, storePath);
   const partial = `${target}.partial`;
   const handle = await createPartial(partial);

@@ -19,7 +19,7 @@ export async function runServe(config: Config, workers = 1): Promise<number> {
   // Under --workers, every line says which worker wrote it.
   const log = cluster.worker ? primaryLog.child({ worker: cluster.worker.id }) : primaryLog;
   const group = cluster.isWorker ? joinGroupMetrics() : undefined;
-  const runtime = await start(config, { log, ...(group ? { metricsExposition: group.exposition } : {}) });
+  const runtime = await start(config, { log, ...(group ? { metricsExposition: () => group.exposition() } : {}) });
   group?.share(runtime.metrics);
   const address = await listen(runtime, config);
   log.info(

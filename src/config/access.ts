@@ -35,6 +35,7 @@ export function resolveClientAuth(at: Problems, file: NonNullable<ConfigFile['cl
   const { htpasswdFile, tokensEnv, metricsTokenEnv, realm, failedLoginsPerMinute } = file;
   const tokens = tokensEnv === undefined ? [] : readTokens(at, tokensEnv, `${path}.tokensEnv`);
   const metricsToken = metricsTokenEnv === undefined ? undefined : readTokens(at, metricsTokenEnv, `${path}.metricsTokenEnv`)[0];
+  // eslint-disable-next-line no-control-regex -- control characters are exactly what a header value may not hold
   if (/["\\\x00-\x1f\x7f]/.test(realm))
     at.report(`${path}.realm`, `expected no quotes, backslashes or control characters, got ${describeValue(realm)}`);
   if (htpasswdFile === undefined && tokensEnv === undefined && metricsTokenEnv === undefined) {

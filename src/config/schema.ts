@@ -80,7 +80,8 @@ function describeErrors(schema: SchemaNode, data: unknown, errors: readonly Erro
 function describeError(schema: SchemaNode, error: ErrorObject, path: string): ConfigProblem {
   const node = (error.parentSchema ?? {}) as SchemaNode;
   const params = error.params as Record<string, unknown>;
-  const key = String(params.additionalProperty ?? params.missingProperty ?? params.propertyName ?? '');
+  const named = params.additionalProperty ?? params.missingProperty ?? params.propertyName;
+  const key = typeof named === 'string' ? named : '';
   switch (error.keyword) {
     case 'additionalProperties':
       if (key === 'password' && node.properties?.passwordEnv !== undefined) {

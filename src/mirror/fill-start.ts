@@ -166,7 +166,7 @@ export function createFillStart(deps: MirrorDeps): FillStart {
         // The spool pauses while its writer resumes a cut body: up to the longest back-off and a new request.
         const { connectMs, headersMs, bodyMs } = config.timeouts;
         const stallMs = bodyMs + 5_000 + (config.resume.maxResumes > 0 ? 8 * config.resume.backoffMs + connectMs + headersMs : 0);
-        const options = { digest, sizeBytes: record.sizeBytes, store, stallMs, now, writerAlive: claim.writerAlive };
+        const options = { digest, sizeBytes: record.sizeBytes, store, stallMs, now, writerAlive: () => claim.writerAlive() };
         const remote = await RemoteFill.follow(options, record.spool);
         if (remote) return remote;
         continue;

@@ -36,7 +36,7 @@ export function createImageRecency(deps: Pick<MirrorDeps, 'store' | 'index' | 'n
 
   async function walk(digest: Digest, stored: StoredManifest | undefined): Promise<Walk> {
     const walkedAtMs = now();
-    const top = await (stored ? storedManifests(async () => stored) : load)({ digest });
+    const top = await (stored ? storedManifests(() => Promise.resolve(stored)) : load)({ digest });
     // Not stored (yet): walked again once it is.
     if (!top) return { digests: [digest], complete: false, walkedAtMs };
     const digests: Digest[] = [];

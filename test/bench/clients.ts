@@ -96,7 +96,7 @@ export async function createSkopeo(dir: string): Promise<(host: string, image: s
     const args = ['--policy', join(conf, 'policy.json'), 'copy', '--src-tls-verify=false', `docker://${host}/${image}`, `dir:${dest}`];
     const started = performance.now();
     await run('skopeo', args, { env, timeout: 120_000 }).catch((err: { stderr?: string }) => {
-      throw new Error(`skopeo copy ${host}/${image} failed: ${err.stderr ?? String(err)}`);
+      throw new Error(`skopeo copy ${host}/${image} failed: ${err.stderr ?? (err as Error).message}`);
     });
     const ms = performance.now() - started;
     await rm(dest, { recursive: true, force: true });

@@ -71,7 +71,7 @@ export async function runScenario<Ctx>(
       log(`  ${scenario.id} round ${round + 1}/${rounds} ${system}: ${formatValues(scenario.metrics, values)}`);
     }
   }
-  return { scenario: scenario as Scenario<unknown>, samples, seconds: (performance.now() - started) / 1000 };
+  return { scenario: scenario, samples, seconds: (performance.now() - started) / 1000 };
 }
 
 function formatValues(metrics: readonly Metric[], values: Readonly<Record<string, number>>): string {
@@ -150,7 +150,7 @@ export function medianTable(results: readonly ScenarioResult[]): string {
       const medians = mediansOf(result, metric.key);
       const cells = COLUMNS.map((c) => (c.system in medians ? format(medians[c.system], metric.digits) : ''));
       const ours = medians['ours'] ?? Number.NaN;
-      const ratio = (of: string): string => (medians[of] ? `${format(ours / (medians[of] as number), 2)}×` : '');
+      const ratio = (of: string): string => (medians[of] ? `${format(ours / medians[of], 2)}×` : '');
       const targets = result.scenario.targets.filter((t) => t.metric === metric.key);
       const met = targets.map((t) => (meets(t, medians[t.system ?? 'ours'] ?? Number.NaN, medians) ? 'yes' : '**no**')).join(', ');
       const text = targets.map((t) => `${t.text}${t.system ? ` (${t.system})` : ''}`).join(', ');

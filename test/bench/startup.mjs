@@ -193,7 +193,7 @@ function printTable(/** @type {Record<Scenario, Measured[]>} */ results, /** @ty
     const mid = sorted.length >> 1;
     return sorted.length % 2
       ? /** @type {number} */ (sorted[mid])
-      : /** @type {number} */ ((sorted[mid - 1]) + /** @type {number} */ (sorted[mid])) / 2;
+      : /** @type {number} */ (sorted[mid - 1] + /** @type {number} */ (sorted[mid])) / 2;
   };
   const reference = median(results[REFERENCE].map((m) => m.ms));
   const rows = /** @type {Scenario[]} */ (Object.keys(SCENARIOS)).map((scenario) => {

@@ -187,7 +187,7 @@ describe('a bounded store', () => {
     expect(await stored(layer.digest)).toBe(true);
     // Another process (or the operator) removing the file under the reader: it still finishes.
     await mirror.runtime.store.blobs.remove(layer.digest as never);
-    for (let next = await iterator.next(); !next.done; next = await iterator.next()) chunks.push(next.value as Buffer);
+    for (let next = await iterator.next(); !next.done; next = await iterator.next()) chunks.push(next.value);
     const body = Buffer.concat(chunks);
     expect(body.length).toBe(layer.size);
     expect(`sha256:${(await import('node:crypto')).createHash('sha256').update(body).digest('hex')}`).toBe(layer.digest);

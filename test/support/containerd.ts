@@ -42,7 +42,7 @@ export async function startContainerd(): Promise<Containerd> {
     },
     async fetch(ref) {
       await ctr('content', 'fetch', '--hosts-dir', certs, ref).catch((err: { stderr?: string }) => {
-        throw new Error(`ctr content fetch ${ref} failed: ${err.stderr ?? String(err)}`);
+        throw new Error(`ctr content fetch ${ref} failed: ${err.stderr ?? (err as Error).message}`);
       });
     },
     async contentDigest(digest) {

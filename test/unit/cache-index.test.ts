@@ -352,7 +352,7 @@ describe('cache index', () => {
       expect(await restarted.load()).toBe('snapshot');
 
       await rm(store.layout.blobPath(gone));
-      const added = await put('behind-its-back', 777, stores[1] as Store);
+      const added = await put('behind-its-back', 777, stores[1]);
       expect(restarted.has(gone)).toBe(true);
       expect(restarted.has(added)).toBe(false);
 

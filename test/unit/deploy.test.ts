@@ -78,7 +78,7 @@ describe('deploy/', () => {
       try {
         if (file.endsWith('.json')) JSON.parse(text);
         else if (/\.ya?ml$/.test(file)) {
-          for (const doc of parseAllDocuments(text)) if (doc.errors.length > 0) throw doc.errors[0];
+          for (const doc of parseAllDocuments(text)) if (doc.errors[0]) throw doc.errors[0];
         } else if (file.endsWith('.toml') || file.endsWith('registries.conf')) parseToml(text);
         else continue;
         parsed += 1;

@@ -45,7 +45,7 @@ describe('store reader memory', () => {
         reads += 1;
         return read(buffer, offset, length, position);
       },
-    }) as FileHandle;
+    });
   }
 
   async function next(reader: StoreReader): Promise<Buffer> {
