@@ -26,6 +26,7 @@ import type { Store } from '../store/store.js';
 import { planImage, type CarriedBlob, type ImagePlan } from './import-plan.js';
 import { digestOfPath, INDEX_FILE, LAYOUT_FILE, readLayoutIndex } from './layout.js';
 import { readTar, TarFormatError, type TarEntry } from './tar-reader.js';
+import { recordImportedTags } from './tag-lists.js';
 
 export interface ImportDeps {
   readonly config: Config;
@@ -63,6 +64,12 @@ export async function importBundle(deps: ImportDeps, input: Readable, onBytes: (
     }
     const { added, present, bytes } = await commitBlobs(deps, carried, new Set(plans.flatMap((p) => p.digests)));
     for (const plan of plans) await register(deps, plan);
+    await recordImportedTags(
+      deps.store,
+      plans.flatMap(({ ref }) =>
+        ref.reference.kind === 'tag' ? [{ upstream: ref.upstream, repository: ref.repository, tag: ref.reference.tag }] : [],
+      ),
+    );
     const unreferenced = [...carried.values()].filter((b) => b.stagedPath !== undefined).length;
     const skipped = layout.unnamed.map((digest) => ({
       name: digest,

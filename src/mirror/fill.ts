@@ -33,7 +33,7 @@
 import type { Readable } from 'node:stream';
 import { open, type FileHandle } from 'node:fs/promises';
 import { createDigester, type Digest, type Digester } from '../oci/digest.js';
-import { closeBody } from './context.js';
+import { closeBody } from '../upstream/body.js';
 import type { TempFile } from '../store/blobs.js';
 import type { Store } from '../store/store.js';
 import type { Continuation, Resumer } from './resume.js';

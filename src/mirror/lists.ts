@@ -9,7 +9,8 @@ import { Readable } from 'node:stream';
 import type { Outcome } from '../metrics.js';
 import type { Route } from '../oci/path.js';
 import { createLists, type ListKind, type ListRecord, type ListRequest } from '../store/lists.js';
-import { mayServeStale, offlineMiss, readCapped, upstreamFor, type MirrorDeps } from './context.js';
+import { readCapped } from '../upstream/body.js';
+import { mayServeStale, offlineMiss, upstreamFor, type MirrorDeps } from './context.js';
 import { createSingleFlight } from '../single-flight.js';
 
 /** Far above any real tag list page; an upstream cannot make the mirror buffer more. */

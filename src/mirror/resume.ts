@@ -22,7 +22,7 @@
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ResumePolicy } from '../config/types.js';
-import { closeBody } from './context.js';
+import { closeBody } from '../upstream/body.js';
 
 export type ResumeOutcome = 'resumed' | 'refetched' | 'restarted' | 'failed';
 

@@ -241,6 +241,10 @@ describe('warm, export, import, offline', () => {
     const far = await startMirror({ upstreams, offline: true }, { storeDir: store });
     try {
       await expectPulled(far, 'library/alpine-synth:3.20', single, false);
+      // The import brought the tag list too: an offline mirror answers tags/list from it.
+      const listed = await fetchHashed(`${far.url}/v2/library/alpine-synth/tags/list`, { keepBody: true });
+      expect(listed.status).toBe(200);
+      expect(JSON.parse(listed.body!.toString())).toEqual({ name: 'library/alpine-synth', tags: ['3.20'] });
     } finally {
       await far.stop();
     }
