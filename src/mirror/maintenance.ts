@@ -54,10 +54,13 @@ export function createMaintenance(deps: MaintenanceDeps): Maintenance {
   let running: Promise<EvictionReport | undefined> | undefined;
 
   /** Tag records are worth keeping while pinned, or while their manifest is stored and they are of use. */
-  function keepTag(stored: StoredTag, pinned: ReadonlySet<string>): boolean {
+  async function keepTag(stored: StoredTag, pinned: ReadonlySet<string>): Promise<boolean> {
     if (pinned.has(tagKey(stored.upstream, stored.repository, stored.tag))) return true;
     const policy = config.upstreams[stored.upstream];
-    if (!policy || !index.has(stored.record.digest)) return false;
+    if (!policy) return false;
+    // The disk is the truth: a manifest the index has not met yet (stored by another
+    // process, or while a rescan ran) still keeps its tag.
+    if (!index.has(stored.record.digest) && (await store.manifests.findType(stored.record.digest)) === undefined) return false;
     if (config.offline || stored.record.imported) return true;
     const at = now();
     const fresh = at - stored.record.checkedAtMs < policy.freshForMs + policy.maxStaleMs;

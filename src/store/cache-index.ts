@@ -232,9 +232,13 @@ export function createCacheIndex(options: CacheIndexOptions): CacheIndex {
   async function reconcile(): Promise<void> {
     const added = new Set<string>();
     putDuringScan = added;
-    const disk = await scanBlobs(store.layout).finally(() => {
+    // Still recording once the scan is done: a put that runs before this function resumes
+    // is on neither side, and only `added` keeps it.
+    const disk = await scanBlobs(store.layout).catch((err: unknown) => {
       putDuringScan = undefined;
+      throw err;
     });
+    putDuringScan = undefined;
     const merged: [string, Entry][] = [];
     for (const [hex, file] of disk) {
       const known = lru.peek(hex);

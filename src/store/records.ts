@@ -50,7 +50,7 @@ export interface Records {
   /** Every repository with records, and the digests its tags and links name. */
   listRepositories(): Promise<RepositoryRecords[]>;
   /** Removes every tag record `keep` rejects; answers how many went. */
-  sweepTags(keep: (tag: StoredTag) => boolean): Promise<number>;
+  sweepTags(keep: (tag: StoredTag) => boolean | Promise<boolean>): Promise<number>;
   hasLink(upstream: string, repository: string, digest: Digest): Promise<boolean>;
   putLink(upstream: string, repository: string, digest: Digest): Promise<void>;
 }
@@ -164,7 +164,7 @@ export function createRecords(store: Store, options: { readonly now?: () => numb
         const record = parseTagRecord(await readFile(path, 'utf8').catch(ifMissing(undefined)));
         const usedMs = record && (await lastUsedMs(path));
         const tag = basename(path, '.json');
-        if (record && usedMs !== undefined && keep({ upstream, repository, tag, record, lastUsedMs: usedMs })) continue;
+        if (record && usedMs !== undefined && (await keep({ upstream, repository, tag, record, lastUsedMs: usedMs }))) continue;
         forget(path);
         await rm(path, { force: true });
         removed += 1;

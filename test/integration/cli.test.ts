@@ -118,7 +118,7 @@ describe('oci-mirror start-up failures', () => {
     const config = await configFile('stats', {});
     const exit = await oci(['stats', '--url', `http://127.0.0.1:${await freePort()}`, '--config', config]);
     expect(exit.code).toBe(1);
-    expect(exit.stdout).toMatch(/^store .*: 0 ?B in 0 entries$/m);
+    expect(exit.stdout).toMatch(/^store .*: 0 ?B in 0 entries\b/m);
     expect(exit.stdout).toMatch(/no mirror answered/);
   });
 });
