@@ -47,47 +47,20 @@ export async function createTestPki(): Promise<TestPki> {
     '-out',
     file('ca.crt'),
   );
-  await writeFile(
-    file('server.ext'),
-    [
-      'basicConstraints=CA:FALSE',
-      'keyUsage=digitalSignature,keyEncipherment',
-      'extendedKeyUsage=serverAuth',
-      'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost',
-      '',
-    ].join('\n'),
-  );
-  await openssl(
-    'req',
-    '-newkey',
-    'ec',
-    '-pkeyopt',
-    'ec_paramgen_curve:prime256v1',
-    '-nodes',
-    '-subj',
-    '/CN=127.0.0.1',
-    '-keyout',
-    file('server.key'),
-    '-out',
-    file('server.csr'),
-  );
-  await openssl(
-    'x509',
-    '-req',
-    '-in',
-    file('server.csr'),
-    '-CA',
-    file('ca.crt'),
-    '-CAkey',
-    file('ca.key'),
-    '-CAcreateserial',
-    '-days',
-    '2',
-    '-extfile',
-    file('server.ext'),
-    '-out',
-    file('server.crt'),
-  );
+  /** A key and a certificate signed by the test CA, with `extensions` (openssl x509 -extfile). */
+  const issue = async (name: string, subject: string, extensions: readonly string[]): Promise<void> => {
+    await writeFile(file(`${name}.ext`), [...extensions, ''].join('\n'));
+    const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+    await openssl('req', ...ec, '-subj', subject, '-keyout', file(`${name}.key`), '-out', file(`${name}.csr`));
+    const ca = ['-CA', file('ca.crt'), '-CAkey', file('ca.key'), '-CAcreateserial', '-days', '2'];
+    await openssl('x509', '-req', '-in', file(`${name}.csr`), ...ca, '-extfile', file(`${name}.ext`), '-out', file(`${name}.crt`));
+  };
+  await issue('server', '/CN=127.0.0.1', [
+    'basicConstraints=CA:FALSE',
+    'keyUsage=digitalSignature,keyEncipherment',
+    'extendedKeyUsage=serverAuth',
+    'subjectAltName=IP:127.0.0.1,IP:::1,DNS:localhost',
+  ]);
   const certDir = file('certs');
   await mkdir(certDir);
   await copyFile(file('ca.crt'), join(certDir, 'ca.crt'));
@@ -97,41 +70,11 @@ export async function createTestPki(): Promise<TestPki> {
     keyFile: file('server.key'),
     certDir,
     async createClientCertificate() {
-      await writeFile(
-        file('client.ext'),
-        ['basicConstraints=CA:FALSE', 'keyUsage=digitalSignature', 'extendedKeyUsage=clientAuth', ''].join('\n'),
-      );
-      await openssl(
-        'req',
-        '-newkey',
-        'ec',
-        '-pkeyopt',
-        'ec_paramgen_curve:prime256v1',
-        '-nodes',
-        '-subj',
-        '/CN=oci-mirror test client',
-        '-keyout',
-        file('client.key'),
-        '-out',
-        file('client.csr'),
-      );
-      await openssl(
-        'x509',
-        '-req',
-        '-in',
-        file('client.csr'),
-        '-CA',
-        file('ca.crt'),
-        '-CAkey',
-        file('ca.key'),
-        '-CAcreateserial',
-        '-days',
-        '2',
-        '-extfile',
-        file('client.ext'),
-        '-out',
-        file('client.crt'),
-      );
+      await issue('client', '/CN=oci-mirror test client', [
+        'basicConstraints=CA:FALSE',
+        'keyUsage=digitalSignature',
+        'extendedKeyUsage=clientAuth',
+      ]);
       return { certFile: file('client.crt'), keyFile: file('client.key') };
     },
     dispose: () => rm(dir, { recursive: true, force: true }),
