@@ -50,6 +50,21 @@ export function createThrottle(options: ThrottleOptions): Throttle {
     return until !== undefined;
   };
 
+  /**
+   * Ends the throttle when it is due. A timer may fire a millisecond before `now()` reaches
+   * `until` (timers and the wall clock are different clocks): it is set again for the rest,
+   * or the throttle would stay on until some request looked.
+   */
+  function arm(delayMs: number): void {
+    timer = setTimeout(() => {
+      if (until === undefined) return;
+      const left = until - now();
+      if (left <= 0) end();
+      else arm(left);
+    }, delayMs);
+    timer.unref();
+  }
+
   function end(): void {
     if (timer !== undefined) clearTimeout(timer);
     timer = undefined;
@@ -85,8 +100,7 @@ export function createThrottle(options: ThrottleOptions): Throttle {
     nextProbeAt = hint.exact ? until : t + Math.min(throttleMs, hint.forMs);
     probing = false;
     if (timer !== undefined) clearTimeout(timer);
-    timer = setTimeout(isThrottled, until - t);
-    timer.unref();
+    arm(until - t);
     if (!was) options.onChange(true);
     return nextProbeAt - t;
   }
