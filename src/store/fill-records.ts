@@ -42,6 +42,12 @@ export interface FillRecords {
 
 export function createFillRecords(layout: StoreLayout, locks: StoreLocks, temp: TempArea): FillRecords {
   const openedMs = Date.now();
+  /**
+   * proper-lockfile sets a lock's mtime up to a second ahead (it rounds up to whole seconds
+   * when it judges the file system's precision to be seconds, and its precision probe
+   * writes one): only a refresh past that margin proves a peer alive after we opened.
+   */
+  const provedAfterMs = openedMs + 1_000;
   /** Per owner not yet dead: proved alive, or the lock mtime first seen while unproven. */
   const seen = new Map<string, number | 'alive'>();
 
@@ -55,7 +61,7 @@ export function createFillRecords(layout: StoreLayout, locks: StoreLocks, temp: 
       seen.delete(owner.instance);
       return 'dead';
     }
-    if (before === 'alive' || refreshedMs > openedMs || (before !== undefined && refreshedMs !== before)) {
+    if (before === 'alive' || refreshedMs > provedAfterMs || (before !== undefined && refreshedMs !== before)) {
       seen.set(owner.instance, 'alive');
       return 'alive';
     }

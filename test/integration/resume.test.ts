@@ -234,7 +234,8 @@ async function bothProvedAlive(storeDir: string): Promise<void> {
   for (let attempt = 0; attempt < 400; attempt++) {
     const names = (await readdir(locks)).filter((name) => name.startsWith('process-'));
     const times = await Promise.all(names.map(async (name) => (await stat(join(locks, name))).mtimeMs));
-    if (times.length === 2 && times.every((t) => t > startedMs)) return;
+    // A second past the start: lock mtimes may run up to a second ahead (fill-records.ts).
+    if (times.length === 2 && times.every((t) => t > startedMs + 1_000)) return;
     await new Promise((resolve) => setTimeout(resolve, 25));
   }
   throw new Error('the two processes never refreshed their locks');
