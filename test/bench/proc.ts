@@ -61,14 +61,32 @@ export async function resetPeakRss(pids: readonly number[]): Promise<void> {
   await Promise.all(pids.map((pid) => writeFile(`/proc/${pid}/clear_refs`, '5')));
 }
 
+/** A size field of /proc/<pid>/status (`VmRSS`, `VmHWM`) per process, in bytes; 0 for a process gone. */
+async function statusBytes(pids: readonly number[], field: 'VmRSS' | 'VmHWM'): Promise<number[]> {
+  const pattern = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm');
+  const texts = await Promise.all(pids.map((pid) => readFile(`/proc/${pid}/status`, 'utf8').catch(() => '')));
+  return texts.map((text) => Number(pattern.exec(text)?.[1] ?? 0) * 1024);
+}
+
+const sum = (values: readonly number[]): number => values.reduce((a, b) => a + b, 0);
+
 /** The largest peak RSS (VmHWM) among the processes, in bytes. */
 export async function peakRssBytes(pids: readonly number[]): Promise<number> {
-  let peak = 0;
-  for (const pid of pids) {
-    const status = await readFile(`/proc/${pid}/status`, 'utf8').catch(() => '');
-    peak = Math.max(peak, Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024);
-  }
-  return peak;
+  return Math.max(0, ...(await statusBytes(pids, 'VmHWM')));
+}
+
+/**
+ * The peak RSS (VmHWM) of the processes added up, in bytes: what a tree (nginx and its
+ * workers, a front and its mirror) held at most. Each process peaks on its own, so this
+ * is an upper bound of the tree's peak.
+ */
+export async function peakRssTotalBytes(pids: readonly number[]): Promise<number> {
+  return sum(await statusBytes(pids, 'VmHWM'));
+}
+
+/** The resident set size (VmRSS) of the processes now, added up, in bytes. */
+export async function rssBytes(pids: readonly number[]): Promise<number> {
+  return sum(await statusBytes(pids, 'VmRSS'));
 }
 
 /** Share of all CPUs busy (0–1) over `ms`, from /proc/stat: how loaded the machine is. */

@@ -1,12 +1,12 @@
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { connect, type Socket } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { pushBlob } from '../support/images.js';
-import { peakRssBytes, resetPeakRss } from './proc.js';
+import { peakRssBytes, resetPeakRss, rssBytes } from './proc.js';
 import { BLOB_BYTES } from './seed.js';
+import { createSlowReaders, type SlowReaders } from './slow-clients.js';
 import { startMirror, startUpstream, type Server } from './systems.js';
 
 /**
@@ -23,24 +23,15 @@ const env = process.env;
 const READERS = Number(env['BENCH_READERS'] ?? 1000);
 const SECONDS = Number(env['BENCH_SECONDS'] ?? 30);
 const READ_BYTES_PER_SECOND = Number(env['BENCH_READ_BYTES_PER_SECOND'] ?? 1024);
-const READERS_PER_ADDRESS = 60;
-const CONNECT_BATCH = 100;
 const MiB = 1024 * 1024;
 
 const log = (line: string): void => void process.stdout.write(`${line}\n`);
-
-interface Reader {
-  readonly socket: Socket;
-  /** Bytes taken off the socket so far, response head included. */
-  readBytes: number;
-  status: number | undefined;
-}
 
 describe('slow readers', () => {
   it('holds memory bounded with 1 000 clients at 1 KiB/s', { timeout: (SECONDS + 240) * 1000 }, async () => {
     const dir = await mkdtemp(join(tmpdir(), 'oci-mirror-bench-slow-'));
     const servers: Server[] = [];
-    const readers: Reader[] = [];
+    let readers: SlowReaders | undefined;
     try {
       const upstream = await startUpstream(dir);
       servers.push(upstream);
@@ -54,30 +45,23 @@ describe('slow readers', () => {
       // Readers are cache hits: wait until the fill has committed (verify, fsync, rename).
       await committed(ours.url);
 
-      const rssBefore = await rssBytes(ours.pid);
+      const rssBefore = await rssBytes([ours.pid]);
       await resetPeakRss([ours.pid]);
-      const port = Number(new URL(ours.url).port);
-      for (let i = 0; i < READERS; i += CONNECT_BATCH) {
-        const batch = Array.from({ length: Math.min(CONNECT_BATCH, READERS - i) }, (_, j) => openReader(port, path, i + j));
-        readers.push(...(await Promise.all(batch)));
-      }
-      const statuses = countBy(readers.map((r) => r.status ?? 0));
-      log(`bench: ${readers.length} readers connected; statuses ${JSON.stringify(statuses)}`);
-      const rssConnected = await rssBytes(ours.pid);
+      readers = createSlowReaders(Number(new URL(ours.url).port), path);
+      await readers.open(READERS);
+      const statuses = readers.statuses();
+      log(`bench: ${READERS} readers connected; statuses ${JSON.stringify(statuses)}`);
+      const rssConnected = await rssBytes([ours.pid]);
       log(`bench: all connected: ${await heapFigures(ours.url)}`);
 
-      for (let second = 0; second < SECONDS; second++) {
-        await new Promise((resolve) => setTimeout(resolve, 1000));
-        for (const reader of readers) drain(reader, READ_BYTES_PER_SECOND);
-      }
+      await readers.readSlowly(SECONDS, READ_BYTES_PER_SECOND);
       const peak = await peakRssBytes([ours.pid]);
-      const rssDuring = await rssBytes(ours.pid);
+      const rssDuring = await rssBytes([ours.pid]);
       log(`bench: at the end: ${await heapFigures(ours.url)}`);
-      const read = readers.reduce((sum, r) => sum + r.readBytes, 0);
-      for (const reader of readers) reader.socket.destroy();
-      readers.length = 0;
+      const read = readers.readBytes();
+      readers.destroy();
       await idle(ours.url);
-      const rssAfter = await rssBytes(ours.pid);
+      const rssAfter = await rssBytes([ours.pid]);
 
       const mib = (n: number): string => `${(n / MiB).toFixed(1)} MiB`;
       log(`bench: ${READERS} readers × ${SECONDS} s at ${READ_BYTES_PER_SECOND} B/s; ${mib(read)} read in all`);
@@ -87,42 +71,12 @@ describe('slow readers', () => {
       log(`bench: peak growth over idle ${mib(peak - rssBefore)} (target < 256 MiB): ${peak - rssBefore < 256 * MiB ? 'met' : 'MISSED'}`);
       expect(statuses[200]).toBe(READERS);
     } finally {
-      for (const reader of readers) reader.socket.destroy();
+      readers?.destroy();
       for (const server of servers.reverse()) await server.stop().catch(() => undefined);
       await rm(dir, { recursive: true, force: true });
     }
   });
 });
-
-/** A client from 127.0.1.x that sends the GET, reads the status line, and then reads only when told. */
-function openReader(port: number, path: string, index: number): Promise<Reader> {
-  const localAddress = `127.0.1.${1 + Math.floor(index / READERS_PER_ADDRESS)}`;
-  const socket = connect({ port, host: '127.0.0.1', localAddress });
-  const reader: Reader = { socket, readBytes: 0, status: undefined };
-  socket.on('error', () => undefined);
-  return new Promise((resolve, reject) => {
-    socket.once('connect', () => socket.write(`GET ${path} HTTP/1.1\r\nHost: mirror\r\n\r\n`));
-    socket.once('close', () => reject(new Error(`reader ${index}: closed before the response head`)));
-    socket.once('readable', () => {
-      const head = socket.read(Math.min(socket.readableLength, 64)) as Buffer | null;
-      reader.readBytes += head?.length ?? 0;
-      reader.status = Number(/^HTTP\/1\.1 (\d{3})/.exec(head?.toString('latin1') ?? '')?.[1] ?? 0);
-      socket.removeAllListeners('close');
-      resolve(reader);
-    });
-  });
-}
-
-/** Takes up to `bytes` off the socket's buffer; the rest waits in it and in the kernel. */
-function drain(reader: Reader, bytes: number): void {
-  const chunk = (reader.socket.read(Math.min(bytes, reader.socket.readableLength)) as Buffer | null) ?? null;
-  reader.readBytes += chunk?.length ?? 0;
-}
-
-async function rssBytes(pid: number): Promise<number> {
-  const status = await readFile(`/proc/${pid}/status`, 'utf8');
-  return Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
-}
 
 /** Waits until the mirror answers again with the readers gone, plus a second for their streams to close. */
 async function idle(url: string): Promise<void> {
@@ -152,10 +106,4 @@ async function heapFigures(url: string): Promise<string> {
   const outcomes = [...text.matchAll(/^oci_mirror_requests_total\{kind="blob",outcome="(\w+)"\} (\d+)/gm)].map((m) => `${m[1]} ${m[2]}`);
   const heap = ['oci_mirror_nodejs_heap_size_used_bytes', 'oci_mirror_nodejs_external_memory_bytes'].map(figure);
   return [...heap, `blob requests: ${outcomes.join(', ')}`].join(', ');
-}
-
-function countBy(values: readonly number[]): Record<number, number> {
-  const counts: Record<number, number> = {};
-  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
-  return counts;
 }
