@@ -1,10 +1,11 @@
 import { FRESH_UPSTREAM, STALE_UPSTREAM, accessMark, accessSince, type Server, type SystemName, type Upstream } from './systems.js';
 import { MANIFEST_ACCEPT, fanOut, fetchOk, pullOnce, type PullPaths } from './clients.js';
-import { cpuSeconds, peakRssBytes, resetPeakRss } from './proc.js';
+import { cpuSeconds, peakRssBytes, peakRssTotalBytes, resetPeakRss, rssBytes } from './proc.js';
 import { BLOB_BYTES, type Seeded } from './seed.js';
+import { createSlowReaders } from './slow-clients.js';
 import { runWrk, type WrkResult } from './wrk.js';
 import { fetchHashed } from '../support/http.js';
-import type { Metric, Scenario, Target } from './report.js';
+import { format, type Metric, type Scenario, type Target } from './report.js';
 
 /** What every scenario may use. */
 export interface BenchContext {
@@ -22,13 +23,18 @@ const CPU_PER_GB: Metric = { key: 'cpuPerGb', label: 'server CPU-s/GB', better: 
 const RPS: Metric = { key: 'rps', label: 'req/s', better: 'higher', digits: 0 };
 const P99: Metric = { key: 'p99Ms', label: 'p99 ms', better: 'lower', digits: 1 };
 const ALL: readonly SystemName[] = ['ours', 'ours-w2', 'distribution', 'nginx'];
+const MiB = 1024 * 1024;
 
 /** ours ≥ `times` × Distribution's median. */
-function atLeast(metric: string, times: number, text: string): Target {
-  return { metric, text, op: '>=', goal: (m) => times * (m['distribution'] ?? Number.NaN) };
+function atLeast(metric: string, times: number, text: string, issues: readonly number[]): Target {
+  return { metric, text, op: '>=', goal: (m) => times * (m['distribution'] ?? Number.NaN), issues };
 }
-function atMost(metric: string, limit: number, text = `≤ ${limit}`): Target {
-  return { metric, text, op: '<=', goal: () => limit };
+/** ours ≤ `times` × Distribution's median. */
+function atMostDistribution(metric: string, times: number, text: string, issues: readonly number[]): Target {
+  return { metric, text, op: '<=', goal: (m) => times * (m['distribution'] ?? Number.NaN), issues };
+}
+function atMost(metric: string, limit: number, issues: readonly number[], text = `≤ ${limit}`): Target {
+  return { metric, text, op: '<=', goal: () => limit, issues };
 }
 
 /** Server CPU over a wrk run, per GB it served. */
@@ -50,10 +56,17 @@ function warmBlob(connections: number): Scenario<BenchContext> {
     systems: [...ALL, 'ours-front'],
     metrics: [MBPS, CPU_PER_GB],
     targets: [
-      atLeast('mbps', 1, '≥ Distribution'),
-      atMost('cpuPerGb', 0.25),
-      // Issue 15: the front sends hits with sendfile; nginx's and the mirror's CPU together.
-      { system: 'ours-front', metric: 'cpuPerGb', text: '≤ 1.5× nginx', op: '<=', goal: (m) => 1.5 * (m['nginx'] ?? Number.NaN) },
+      atLeast('mbps', 1, '≥ Distribution', [6]),
+      atMost('cpuPerGb', 0.25, [6]),
+      // The front sends hits with sendfile; nginx's and the mirror's CPU together.
+      {
+        system: 'ours-front',
+        metric: 'cpuPerGb',
+        text: '≤ 1.5× nginx',
+        op: '<=',
+        goal: (m) => 1.5 * (m['nginx'] ?? Number.NaN),
+        issues: [15],
+      },
     ],
     async measure(ctx, system) {
       const { repository, digest } = ctx.seeded.warmBlob;
@@ -75,7 +88,7 @@ function manifest(by: 'digest' | 'tag'): Scenario<BenchContext> {
     // nginx only knows files by digest.
     systems: by === 'digest' ? ALL : ALL.filter((s) => s !== 'nginx'),
     metrics: [RPS, P99, { key: 'cpuPerKReq', label: 'server CPU-s/1k req', better: 'lower', digits: 3 }],
-    targets: [atLeast('rps', times, `≥ ${times}× Distribution`)],
+    targets: [atLeast('rps', times, `≥ ${times}× Distribution`, [6])],
     async measure(ctx, system) {
       const { name, tag, manifestDigest } = ctx.seeded.app;
       const url = `${ctx.servers[system].url}/v2/${name}/manifests/${by === 'digest' ? manifestDigest : tag}`;
@@ -94,8 +107,9 @@ function nearestRank(values: readonly number[], p: number): number {
 const coldFanOut: Scenario<BenchContext> = {
   id: 'cold-fan-out',
   title: 'Cold miss fan-out: 50 clients, one uncached 100 MiB blob',
+  // ours-front: misses stream from the mirror through nginx (front.conf, no buffering).
   // ours-sharded: three replicas with their own stores behind deploy/nginx/sharded.conf.
-  systems: ['ours', 'ours-sharded', 'distribution'],
+  systems: ['ours', 'ours-front', 'ours-sharded', 'distribution'],
   metrics: [
     { key: 'upstreamX', label: 'upstream bytes (× blob)', better: 'lower', digits: 2 },
     { key: 'upstreamGets', label: 'upstream GETs of the blob', better: 'lower', digits: 0 },
@@ -103,24 +117,31 @@ const coldFanOut: Scenario<BenchContext> = {
     { key: 'ttfbP50Ms', label: 'TTFB p50 ms', better: 'lower', digits: 0 },
     { key: 'ttfbP99Ms', label: 'TTFB p99 ms', better: 'lower', digits: 0 },
     { key: 'wallS', label: 'wall s (all 50 verified)', better: 'lower', digits: 2 },
+    { key: 'cpuS', label: 'server CPU-s', better: 'lower', digits: 2 },
     { key: 'peakRssMiB', label: 'peak RSS MiB', better: 'lower', digits: 0 },
   ],
   targets: [
-    { metric: 'upstreamX', text: '= 1.0', op: '=', goal: () => 1 },
-    { system: 'ours-sharded', metric: 'upstreamGets', text: '= 1', op: '=', goal: () => 1 },
-    atMost('ttfbP99Ms', 150),
-    { metric: 'wallS', text: '≤ 0.5× Distribution', op: '<=', goal: (m) => 0.5 * (m['distribution'] ?? Number.NaN) },
-    atMost('peakRssMiB', 150),
+    { metric: 'upstreamX', text: '= 1.0', op: '=', goal: () => 1, issues: [6] },
+    { system: 'ours-sharded', metric: 'upstreamGets', text: '= 1', op: '=', goal: () => 1, issues: [15] },
+    atMost('ttfbP99Ms', 150, [6, 15]),
+    // Issue 15 eased issue 6's wall time target; both verdicts are kept in view.
+    atMostDistribution('wallS', 0.6, '≤ 0.6× Distribution (issue 15)', [15]),
+    atMostDistribution('wallS', 0.5, '≤ 0.5× Distribution (issue 6)', [6]),
+    atMostDistribution('cpuS', 1, '≤ Distribution', [15]),
+    atMost('peakRssMiB', 150, [6, 15]),
   ],
   async measure(ctx, system, round) {
-    const blob = ctx.seeded.coldBlobs[round];
+    // ours-front's mirror shares ours' store: a blob ours fetched would be a hit for it.
+    const blob = (system === 'ours-front' ? ctx.seeded.frontColdBlobs : ctx.seeded.coldBlobs)[round];
     if (!blob) throw new Error(`no cold blob for round ${round}`);
     const server = ctx.servers[system];
     const pids = await server.pids();
     await resetPeakRss(pids);
     const mark = await accessMark(ctx.upstream);
     const url = `${server.url}/v2/${blob.repository}/blobs/${blob.digest}`;
+    const cpuBefore = await cpuSeconds(pids);
     const result = await fanOut(url, blob.digest, BLOB_BYTES, 50);
+    const cpuS = (await cpuSeconds(pids)) - cpuBefore;
     if (result.failures.length > 0)
       throw new Error(`${system}: ${result.failures.length} clients got wrong bytes: ${JSON.stringify(result.failures[0])}`);
     const peak = await peakRssBytes(pids);
@@ -132,7 +153,8 @@ const coldFanOut: Scenario<BenchContext> = {
       ttfbP50Ms: nearestRank(result.firstByteMs, 0.5),
       ttfbP99Ms: nearestRank(result.firstByteMs, 0.99),
       wallS: result.wallMs / 1000,
-      peakRssMiB: peak / 1024 / 1024,
+      cpuS,
+      peakRssMiB: peak / MiB,
     };
   },
 };
@@ -173,7 +195,7 @@ function tagPulls(window: 'fresh' | 'stale'): Scenario<BenchContext> {
       { key: 'upstreamRequests', label: `upstream requests / ${PULLS} pulls`, better: 'lower', digits: 0 },
       { key: 'upstreamGets', label: `of which GET`, better: 'lower', digits: 0 },
     ],
-    targets: window === 'fresh' ? [{ metric: 'upstreamRequests', text: '= 0', op: '=', goal: () => 0 }] : [],
+    targets: window === 'fresh' ? [{ metric: 'upstreamRequests', text: '= 0', op: '=', goal: () => 0, issues: [6] }] : [],
     async prepare(ctx, system) {
       await pullOnce(ctx.servers[system].url, image(ctx, system));
     },
@@ -186,17 +208,70 @@ function tagPulls(window: 'fresh' | 'stale'): Scenario<BenchContext> {
   };
 }
 
+const SLOW_READ_BYTES_PER_SECOND = 1024;
+
+/**
+ * What slow clients cost in memory (bench:slow-readers, in the main run beside the
+ * references): `readers` raw-socket clients GET the warm blob and read 1 KiB/s for
+ * `seconds`. Growth is the tree's peak RSS (VmHWM, reset first, summed over its
+ * processes) over its RSS just before; ours has served the scenarios before this one,
+ * so it is growth over a warmed-up process, not over a fresh one.
+ */
+function slowReaders(readers: number, seconds: number): Scenario<BenchContext> {
+  return {
+    id: 'slow-readers',
+    title: `Slow readers: ${format(readers, 0)} clients read the warm 100 MiB blob at 1 KiB/s for ${seconds} s`,
+    systems: ['ours', 'ours-front', 'distribution', 'nginx'],
+    metrics: [
+      { key: 'rssGrowthMiB', label: 'peak RSS growth MiB', better: 'lower', digits: 0 },
+      { key: 'rssBeforeMiB', label: 'RSS before MiB', better: 'lower', digits: 0 },
+      { key: 'answered200', label: 'readers answered 200', better: 'higher', digits: 0 },
+    ],
+    targets: [
+      { metric: 'rssGrowthMiB', text: '< 256', op: '<', goal: () => 256, issues: [13] },
+      { metric: 'answered200', text: `= ${format(readers, 0)}`, op: '=', goal: () => readers, issues: [13] },
+    ],
+    async measure(ctx, system) {
+      const { repository, digest } = ctx.seeded.warmBlob;
+      const server = ctx.servers[system];
+      const pids = await server.pids();
+      const before = await rssBytes(pids);
+      await resetPeakRss(pids);
+      const clients = createSlowReaders(Number(new URL(server.url).port), `/v2/${repository}/blobs/${digest}`);
+      try {
+        await clients.open(readers);
+        await clients.readSlowly(seconds, SLOW_READ_BYTES_PER_SECOND);
+        const peak = await peakRssTotalBytes(pids);
+        return { rssGrowthMiB: (peak - before) / MiB, rssBeforeMiB: before / MiB, answered200: clients.statuses()[200] ?? 0 };
+      } finally {
+        clients.destroy();
+        // A moment for the server to close its side of the connections before the next run.
+        await new Promise((resolve) => setTimeout(resolve, 1000));
+      }
+    },
+  };
+}
+
+export interface ScenarioOptions {
+  /** Clients in the slow-readers scenario, and how long they read. */
+  readonly slowReaders: number;
+  readonly slowSeconds: number;
+}
+
 /** Every scenario, in the order they run. */
-export const SCENARIOS: readonly Scenario<BenchContext>[] = [
-  warmBlob(1),
-  warmBlob(16),
-  manifest('digest'),
-  manifest('tag'),
-  coldFanOut,
-  imagePull,
-  tagPulls('fresh'),
-  tagPulls('stale'),
-];
+export function allScenarios(options: ScenarioOptions): readonly Scenario<BenchContext>[] {
+  return [
+    warmBlob(1),
+    warmBlob(16),
+    manifest('digest'),
+    manifest('tag'),
+    coldFanOut,
+    slowReaders(options.slowReaders, options.slowSeconds),
+    imagePull,
+    tagPulls('fresh'),
+    tagPulls('stale'),
+  ];
+}
 
 /** Makes every system hold the warm blob and the small image before anything is timed. */
 export async function primeWarm(ctx: BenchContext, systems: readonly SystemName[]): Promise<void> {

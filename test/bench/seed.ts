@@ -14,6 +14,8 @@ export interface Seeded {
   readonly app: PullPaths;
   /** Per round, a 100 MiB blob no system has yet. */
   readonly coldBlobs: readonly { readonly repository: string; readonly digest: string }[];
+  /** Per round, another such blob for ours-front, whose mirror shares ours' store (so ours' cold blob is a hit for it). */
+  readonly frontColdBlobs: readonly { readonly repository: string; readonly digest: string }[];
   /** Per round, a 3-layer 120 MiB image no system has yet (`repository:tag`). */
   readonly pullImages: readonly string[];
 }
@@ -33,10 +35,16 @@ export async function seedUpstream(upstreamUrl: string, rounds: number): Promise
     ],
   });
   const coldBlobs = [];
+  const frontColdBlobs = [];
   const pullImages = [];
   for (let round = 0; round < rounds; round++) {
     const seed = `bench-cold-${round}`;
     coldBlobs.push({ repository: 'bench/cold', digest: await pushBlob(upstreamUrl, 'bench/cold', { seed, size: BLOB_BYTES }) });
+    const frontSeed = `bench-cold-front-${round}`;
+    frontColdBlobs.push({
+      repository: 'bench/cold',
+      digest: await pushBlob(upstreamUrl, 'bench/cold', { seed: frontSeed, size: BLOB_BYTES }),
+    });
     const layers = PULL_LAYER_BYTES.map((size, i) => ({ seed: `bench-pull-${round}-${i}`, size }));
     await pushImage(upstreamUrl, `bench/pull-${round}`, 'v1', { mediaTypes: 'docker', layers });
     pullImages.push(`bench/pull-${round}:v1`);
@@ -45,6 +53,7 @@ export async function seedUpstream(upstreamUrl: string, rounds: number): Promise
     warmBlob: { repository: 'bench/warm', digest: warmDigest },
     app: asPaths('bench/app', 'v1', app),
     coldBlobs,
+    frontColdBlobs,
     pullImages,
   };
 }

@@ -208,7 +208,8 @@ export async function startNginx(dir: string, storeDir: string): Promise<Server>
     ...(process.getuid?.() === 0 ? ['user root;'] : []),
     `pid ${join(prefix, 'nginx.pid')};`,
     `error_log ${join(dir, 'nginx.err.log')} warn;`,
-    'events { worker_connections 1024; }',
+    // As deploy/nginx/front.conf: room for the slow-readers scenario's clients in one worker.
+    'events { worker_connections 4096; }',
     'http {',
     `  access_log ${join(dir, 'nginx.access.log')};`,
     '  sendfile on;',
