@@ -226,6 +226,9 @@ function slowReaders(readers: number, seconds: number): Scenario<BenchContext> {
       { key: 'rssGrowthMiB', label: 'peak RSS growth MiB', better: 'lower', digits: 0 },
       { key: 'rssBeforeMiB', label: 'RSS before MiB', better: 'lower', digits: 0 },
       { key: 'answered200', label: 'readers answered 200', better: 'higher', digits: 0 },
+      // Behind the front every request reaches the mirror from nginx's address, so its
+      // limit of requests in flight per client address applies to all readers at once.
+      { key: 'answered429', label: 'readers answered 429', better: 'lower', digits: 0 },
     ],
     targets: [
       { metric: 'rssGrowthMiB', text: '< 256', op: '<', goal: () => 256, issues: [13] },
@@ -242,7 +245,13 @@ function slowReaders(readers: number, seconds: number): Scenario<BenchContext> {
         await clients.open(readers);
         await clients.readSlowly(seconds, SLOW_READ_BYTES_PER_SECOND);
         const peak = await peakRssTotalBytes(pids);
-        return { rssGrowthMiB: (peak - before) / MiB, rssBeforeMiB: before / MiB, answered200: clients.statuses()[200] ?? 0 };
+        const statuses = clients.statuses();
+        return {
+          rssGrowthMiB: (peak - before) / MiB,
+          rssBeforeMiB: before / MiB,
+          answered200: statuses[200] ?? 0,
+          answered429: statuses[429] ?? 0,
+        };
       } finally {
         clients.destroy();
         // A moment for the server to close its side of the connections before the next run.
