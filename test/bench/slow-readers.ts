@@ -101,9 +101,10 @@ async function heapFigures(url: string): Promise<string> {
   const text = await res.body.text();
   const figure = (name: string): string => {
     const value = Number(new RegExp(`^${name} (\\S+)`, 'm').exec(text)?.[1] ?? NaN);
-    return `${name.replace('oci_mirror_nodejs_', '')} ${(value / 1024 / 1024).toFixed(1)} MiB`;
+    return `${name.replace('nodejs_', '')} ${(value / 1024 / 1024).toFixed(1)} MiB`;
   };
   const outcomes = [...text.matchAll(/^oci_mirror_requests_total\{kind="blob",outcome="(\w+)"\} (\d+)/gm)].map((m) => `${m[1]} ${m[2]}`);
-  const heap = ['oci_mirror_nodejs_heap_size_used_bytes', 'oci_mirror_nodejs_external_memory_bytes'].map(figure);
+  // prom-client's default metrics, which /metrics serves without a prefix.
+  const heap = ['nodejs_heap_size_used_bytes', 'nodejs_external_memory_bytes'].map(figure);
   return [...heap, `blob requests: ${outcomes.join(', ')}`].join(', ');
 }
