@@ -201,7 +201,7 @@ export function createBlobs(deps: MirrorDeps): Blobs {
     const body = source.openReader(range, from, () => undefined);
     metrics.fillWaiters.inc();
     body.once('close', () => metrics.fillWaiters.dec());
-    return { digest, sizeBytes: source.sizeBytes, range, body, served: countBytes(from) };
+    return { digest, sizeBytes: source.sizeBytes, range, body, recycle: (chunk) => body.recycle(chunk), served: countBytes(from) };
   }
 
   function startFlight(route: Route, digest: Digest): Flight {

@@ -1,6 +1,17 @@
 import { Readable } from 'node:stream';
 import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
+import { BLOCK_BYTES } from './shared-blocks.js';
+import { createSignal } from './signal.js';
+
+/** Why a wait for bytes ended: the block is readable, a flush of fewer bytes, or the source settled. */
+export type Wake = 'batch' | 'flush' | 'end';
+
+/** Bytes for a reader: a slice of a block readers share, or of the reader's own buffer. */
+export interface Chunk {
+  readonly bytes: Buffer;
+  readonly shared: boolean;
+}
 
 /** What a reader tails: a fill in this process, or one another process is writing. */
 export interface Spool {
@@ -11,24 +22,30 @@ export interface Spool {
   readonly writtenBytes: number;
   /** Bytes a reader may deliver now: all once complete, else all but the last. */
   readableBytes(): number;
-  /** Resolves at the next write, completion or failure. */
-  nextProgress(): Promise<void>;
-  /** Reads from `position`; may return fewer bytes than asked, 0 when none is there yet. */
-  readAt(buffer: Buffer, position: number): Promise<number>;
+  /** Resolves once `target` bytes are readable, the spool settled, or a flush finds a byte past `position`. */
+  waitForBytes(position: number, target: number): Promise<Wake>;
+  /**
+   * Bytes from the reader's position up to at most `limit` (readable); may be fewer, empty
+   * when none is there. `own` gives the reader's buffer, asked for only to read into it.
+   */
+  chunkAt(reader: FillReader, limit: number, own: () => Promise<Buffer>): Promise<Chunk>;
 }
 
 /** Whether the reader's bytes count as fetched for it (`upstream`) or saved (`cache`). */
 export type FillSource = 'upstream' | 'cache';
 
-/** The most one reader holds: a client that stops reading keeps its last chunk queued on its socket. */
-const CHUNK_BYTES = 256 * 1024;
-
 /**
- * Tails a fill's spool file from `range.start` to `range.end` (or the end of the blob):
- * delivers what is readable, then waits for the fill's next progress. Ends only once
- * the spool is complete; is destroyed with the fill's error if it fails. Nothing is
- * read ahead (high-water mark 0): the next chunk is read when the consumer asks, once
- * the socket took the last, so a slow client costs one chunk however far behind it is.
+ * Tails a fill's spool from `range.start` to `range.end` (or the end of the blob), a
+ * block at a time: it waits until the block it is in is readable to its end (or the
+ * spool settled, or a flush), then delivers it, as a slice of a block its neighbours
+ * share (shared-blocks.ts) or read into a buffer of its own. Ends only once the spool
+ * is complete; is destroyed with the fill's error if it fails.
+ *
+ * Nothing is read ahead (high-water mark 0): the next chunk is read when the consumer
+ * asks, so a slow client holds one block however far behind it is. Its own buffer is
+ * reused once the consumer hands it back (`recycle`, from the socket's write callback),
+ * as StoreReader does: a new buffer per chunk per reader made garbage collection the
+ * largest cost of a cold fan-out.
  */
 export class FillReader extends Readable {
   readonly source: FillSource;
@@ -38,6 +55,17 @@ export class FillReader extends Readable {
   #reading = false;
   #onBytes: (n: number) => void;
   #onClose: (reader: FillReader) => void;
+  /** The reader's own buffer, when it is not out with the consumer. */
+  #spare: Buffer | undefined;
+  /** Own chunks out with the consumer, each to the buffer it is a view of. */
+  readonly #lent = new WeakMap<Buffer, Buffer>();
+  /** The own buffer last given to a read: what an own chunk is a view of. */
+  #readInto: Buffer | undefined;
+  #outstanding = 0;
+  /** The consumer hands chunks back: a read into the own buffer waits for it. */
+  #recycling = false;
+  /** Fires when a chunk comes back, or the reader is destroyed. */
+  readonly #returned = createSignal();
 
   constructor(
     fill: Spool,
@@ -55,6 +83,26 @@ export class FillReader extends Readable {
     this.#onClose = onClose;
   }
 
+  /** Gives back a chunk this reader pushed, once nothing else holds it. */
+  recycle(chunk: Buffer): void {
+    const buffer = this.#lent.get(chunk);
+    if (!buffer) return;
+    this.#lent.delete(chunk);
+    this.#outstanding -= 1;
+    this.#recycling = true;
+    this.#spare = buffer;
+    this.#returned.fire();
+  }
+
+  /** The own buffer; while it is out with a consumer that hands chunks back, once it is back. */
+  async #own(): Promise<Buffer> {
+    while (!this.#spare && this.#recycling && this.#outstanding > 0 && !this.destroyed) await this.#returned.next();
+    const buffer = this.#spare ?? Buffer.allocUnsafeSlow(BLOCK_BYTES);
+    this.#spare = undefined;
+    this.#readInto = buffer;
+    return buffer;
+  }
+
   /** The next byte this reader will read from the spool. */
   get position(): number {
     return this.#position;
@@ -66,12 +114,27 @@ export class FillReader extends Readable {
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
     this.#onClose(this);
+    this.#returned.fire();
     callback(err);
+  }
+
+  /** A chunk of the own buffer goes out; an empty one keeps the buffer here. */
+  #lend(chunk: Buffer): void {
+    const buffer = this.#readInto;
+    this.#readInto = undefined;
+    if (!buffer) return;
+    if (chunk.length === 0) {
+      this.#spare = buffer;
+      return;
+    }
+    this.#lent.set(chunk, buffer);
+    this.#outstanding += 1;
   }
 
   async #readMore(): Promise<void> {
     this.#reading = true;
     try {
+      let flushed = false;
       while (!this.destroyed) {
         const fill = this.#fill;
         if (fill.error) {
@@ -88,20 +151,29 @@ export class FillReader extends Readable {
           this.push(null);
           return;
         }
+        if (this.#position >= stop) {
+          // The range is delivered; it ends cleanly only once the whole blob is verified.
+          await fill.waitForBytes(Number.POSITIVE_INFINITY, Number.POSITIVE_INFINITY);
+          continue;
+        }
         const limit = Math.min(fill.readableBytes(), stop);
-        if (this.#position < limit) {
-          const buffer = Buffer.allocUnsafe(Math.min(CHUNK_BYTES, limit - this.#position));
-          const read = await fill.readAt(buffer, this.#position);
+        // A batch: the rest of this block, or what is left to deliver.
+        const target = Math.min((Math.floor(this.#position / BLOCK_BYTES) + 1) * BLOCK_BYTES, stop);
+        if (this.#position < limit && (limit >= target || flushed || fill.complete)) {
+          flushed = false;
+          const { bytes: chunk, shared } = await fill.chunkAt(this, limit, () => this.#own());
           if (this.destroyed) return;
-          if (read === 0) {
-            await fill.nextProgress();
+          if (!shared) this.#lend(chunk);
+          if (chunk.length === 0) {
+            // Readable, yet not there to read (a relay between chunks): wait for the next byte.
+            flushed = (await fill.waitForBytes(limit, limit + 1)) === 'flush';
             continue;
           }
-          this.#position += read;
-          this.#onBytes(read);
-          if (!this.push(read === buffer.length ? buffer : buffer.subarray(0, read))) return;
+          this.#position += chunk.length;
+          this.#onBytes(chunk.length);
+          if (!this.push(chunk)) return;
         } else {
-          await fill.nextProgress();
+          flushed = (await fill.waitForBytes(this.#position, target)) === 'flush';
         }
       }
     } catch (err) {

@@ -32,12 +32,12 @@
  */
 import type { Readable } from 'node:stream';
 import { open, type FileHandle } from 'node:fs/promises';
-import { createDigester, type Digest, type Digester } from '../oci/digest.js';
+import { createDigester, type Digester } from '../oci/digest.js';
 import { closeBody } from '../upstream/body.js';
 import type { TempFile } from '../store/blobs.js';
 import type { Store } from '../store/store.js';
 import type { Continuation, Resumer } from './resume.js';
-import { SourceBase, type FillOutcome } from './source.js';
+import { SourceBase, type FillOutcome, type SourceOptions } from './source.js';
 
 const FIRST_READER_WAIT_MS = 10_000;
 
@@ -55,10 +55,7 @@ export class FillError extends Error {
   }
 }
 
-export interface FillOptions {
-  readonly digest: Digest;
-  /** From the upstream's Content-Length; undefined when it sent none. */
-  readonly sizeBytes: number | undefined;
+export interface FillOptions extends SourceOptions {
   readonly store: Store;
   /** False: the store is known to be unwritable, relay from the first byte. */
   readonly spool?: boolean;
@@ -69,7 +66,6 @@ export interface FillOptions {
   readonly onRefetchedBytes?: (bytes: number) => void;
   /** Writing the spool or committing failed; the fill relays instead. */
   readonly onWriteFailure?: (err: unknown) => void;
-  readonly now?: () => number;
 }
 
 /** Bytes handed to readers from memory while relaying: `bytes` starts at `start`. */
@@ -145,6 +141,11 @@ export class Fill extends SourceBase {
     return this.#written;
   }
 
+  /** A relay hands out bytes that no file keeps, and its readers take each chunk before the next. */
+  protected get shareable(): boolean {
+    return this.#state === 'fetching' || this.#state === 'committed';
+  }
+
   async readAt(buffer: Buffer, position: number): Promise<number> {
     if (position < this.#spoolEnd && this.#readHandle) {
       const length = Math.min(buffer.length, this.#spoolEnd - position);
@@ -214,7 +215,7 @@ export class Fill extends SourceBase {
     if (this.sizeBytes !== undefined && this.#written > this.sizeBytes) {
       throw new FillError(`upstream sent more than its Content-Length ${this.sizeBytes}`, 'size');
     }
-    this.progressed();
+    this.progressed(!this.#spool);
     if (!this.#spool) await this.#waitForReaders();
   }
 
@@ -235,6 +236,7 @@ export class Fill extends SourceBase {
     this.#written = 0;
     this.#spoolEnd = 0;
     this.#relay = undefined;
+    this.startedOver();
     if (this.#spool) await this.#spool.handle.truncate(0);
   }
 

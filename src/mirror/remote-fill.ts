@@ -67,6 +67,10 @@ export class RemoteFill extends SourceBase {
     return this.#written;
   }
 
+  protected get shareable(): boolean {
+    return true;
+  }
+
   async readAt(buffer: Buffer, position: number): Promise<number> {
     const { bytesRead } = await this.#handle.read(buffer, 0, buffer.length, position);
     return bytesRead;
@@ -102,6 +106,7 @@ export class RemoteFill extends SourceBase {
       throw new Error('the process fetching this blob started it over after bytes were served');
     }
     this.#written = sizeBytes;
+    this.startedOver();
   }
 
   async #isCommitted(inode: number, sizeBytes: number): Promise<boolean> {

@@ -1,0 +1,142 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PassThrough, type Readable } from 'node:stream';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { parseDigest, type Digest } from '../../src/oci/digest.js';
+import { createStore, type Store } from '../../src/store/store.js';
+import { Fill } from '../../src/mirror/fill.js';
+import { BLOCK_BYTES } from '../../src/mirror/shared-blocks.js';
+import { tempFiles } from '../support/store.js';
+
+const digestOf = (body: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(body).digest('hex')}`);
+const noop = (): void => undefined;
+/** No flush in these tests unless one asks for it: every wake-up is then a whole block or the end. */
+const NEVER_MS = 600_000;
+
+interface Collected {
+  readonly done: Promise<Buffer>;
+  /** Chunks the reader pushed: one per wake-up and read. */
+  readonly chunks: Buffer[];
+  received(): number;
+}
+
+function collect(reader: Readable): Collected {
+  const chunks: Buffer[] = [];
+  const done = new Promise<Buffer>((resolve, reject) => {
+    reader.on('data', (chunk: Buffer) => chunks.push(chunk));
+    reader.on('end', () => resolve(Buffer.concat(chunks)));
+    reader.on('error', reject);
+  });
+  done.catch(noop);
+  return { done, chunks, received: () => chunks.reduce((sum, c) => sum + c.length, 0) };
+}
+
+/** Feeds `body` in small chunks, each once the fill took the last (as a socket would). */
+async function trickle(upstream: PassThrough, body: Buffer, chunkBytes: number): Promise<void> {
+  for (let offset = 0; offset < body.length; offset += chunkBytes) {
+    if (!upstream.write(body.subarray(offset, offset + chunkBytes))) await new Promise((resolve) => upstream.once('drain', resolve));
+  }
+  upstream.end();
+}
+
+describe('readers of one fill share its blocks', () => {
+  let dir: string;
+  let store: Store;
+
+  beforeEach(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'oci-mirror-fill-share-'));
+    store = createStore(dir);
+    await store.init();
+  });
+
+  afterEach(async () => {
+    expect(await tempFiles(dir)).toEqual([]);
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  async function begin(body: Buffer, flushMs = NEVER_MS) {
+    const upstream = new PassThrough({ highWaterMark: 4096 });
+    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes: body.length, store, flushMs }, upstream);
+    return { upstream, fill, reads: vi.spyOn(fill, 'readAt') };
+  }
+
+  it('wakes waiting readers once per block, and reads each block from the spool once for all of them', async () => {
+    const body = randomBytes(4 * BLOCK_BYTES + 1000);
+    const { upstream, fill, reads } = await begin(body);
+    const readers = Array.from({ length: 10 }, () => collect(fill.openReader(undefined, 'upstream', noop)));
+    // 4 KiB at a time: the old readers woke and read at every one of these 260 writes.
+    await trickle(upstream, body, 4096);
+    await expect(fill.done).resolves.toBe('committed');
+    for (const reader of readers) {
+      expect((await reader.done).equals(body)).toBe(true);
+      // Four whole blocks, then the tail once the digest was verified.
+      expect(reader.chunks.map((c) => c.length)).toEqual([BLOCK_BYTES, BLOCK_BYTES, BLOCK_BYTES, BLOCK_BYTES, 1000]);
+    }
+    expect(reads).toHaveBeenCalledTimes(5);
+    fill.release();
+  });
+
+  it('shares blocks between readers that join after the fill completed; one far behind reads on its own', async () => {
+    const body = randomBytes(40 * BLOCK_BYTES);
+    const { upstream, fill, reads } = await begin(body);
+    upstream.end(body);
+    await expect(fill.done).resolves.toBe('committed');
+    const together = Array.from({ length: 8 }, () => collect(fill.openReader(undefined, 'cache', noop)));
+    for (const reader of together) expect((await reader.done).equals(body)).toBe(true);
+    expect(reads).toHaveBeenCalledTimes(40);
+    // The last 32 blocks (8 MiB) stay in memory; the first 8 it reads alone, a buffer of its own at a time.
+    const straggler = collect(fill.openReader({ start: 5, end: body.length - 1 }, 'cache', noop));
+    expect((await straggler.done).equals(body.subarray(5))).toBe(true);
+    expect(reads).toHaveBeenCalledTimes(48);
+    fill.release();
+  });
+
+  it('reuses its own buffer once the consumer hands each chunk back', async () => {
+    const body = randomBytes(12 * BLOCK_BYTES);
+    const { upstream, fill } = await begin(body);
+    upstream.end(body);
+    await expect(fill.done).resolves.toBe('committed');
+    const reader = fill.openReader(undefined, 'cache', noop);
+    const memory = new Set<ArrayBufferLike>();
+    const received: Buffer[] = [];
+    for await (const chunk of reader as AsyncIterable<Buffer>) {
+      memory.add(chunk.buffer);
+      received.push(Buffer.from(chunk));
+      reader.recycle(chunk);
+    }
+    expect(Buffer.concat(received).equals(body)).toBe(true);
+    // Alone, it shares nothing: 12 reads, all into the one buffer it keeps.
+    expect(memory.size).toBe(1);
+    fill.release();
+  });
+
+  it('flushes fewer bytes than a block to a waiting reader when the upstream is slow', async () => {
+    const body = randomBytes(BLOCK_BYTES);
+    const { upstream, fill } = await begin(body, 5);
+    const reader = collect(fill.openReader(undefined, 'upstream', noop));
+    upstream.write(body.subarray(0, 1000));
+    // No more bytes come until the reader has some: only a flush can hand them over.
+    while (reader.received() === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+    expect(reader.received()).toBe(999);
+    upstream.end(body.subarray(1000));
+    expect((await reader.done).equals(body)).toBe(true);
+    fill.release();
+  });
+
+  it('ends a ranged reader only with the fill, though its bytes came long before', async () => {
+    const body = randomBytes(2 * BLOCK_BYTES);
+    const { upstream, fill } = await begin(body);
+    const ranged = collect(fill.openReader({ start: 0, end: 99 }, 'cache', noop));
+    let ended = false;
+    ranged.done.then(() => (ended = true), noop);
+    upstream.write(body.subarray(0, BLOCK_BYTES + 10));
+    while (ranged.received() < 100) await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(ended).toBe(false);
+    upstream.end(body.subarray(BLOCK_BYTES + 10));
+    expect((await ranged.done).equals(body.subarray(0, 100))).toBe(true);
+    fill.release();
+  });
+});
