@@ -53,6 +53,8 @@ export class FillReader extends Readable {
   #position: number;
   #end: number | undefined;
   #reading = false;
+  /** Some bytes went out: from now on the reader waits for whole blocks. */
+  #delivered = false;
   #onBytes: (n: number) => void;
   #onClose: (reader: FillReader) => void;
   /** The reader's own buffer, when it is not out with the consumer. */
@@ -157,8 +159,10 @@ export class FillReader extends Readable {
           continue;
         }
         const limit = Math.min(fill.readableBytes(), stop);
-        // A batch: the rest of this block, or what is left to deliver.
-        const target = Math.min((Math.floor(this.#position / BLOCK_BYTES) + 1) * BLOCK_BYTES, stop);
+        // A batch: the rest of this block, or what is left to deliver; the first byte at once
+        // (the client's time to first byte is the whole wait for a small blob).
+        const blockEnd = (Math.floor(this.#position / BLOCK_BYTES) + 1) * BLOCK_BYTES;
+        const target = Math.min(this.#delivered ? blockEnd : this.#position + 1, stop);
         if (this.#position < limit && (limit >= target || flushed || fill.complete)) {
           flushed = false;
           const { bytes: chunk, shared } = await fill.chunkAt(this, limit, () => this.#own());
@@ -170,6 +174,7 @@ export class FillReader extends Readable {
             continue;
           }
           this.#position += chunk.length;
+          this.#delivered = true;
           this.#onBytes(chunk.length);
           if (!this.push(chunk)) return;
         } else {
