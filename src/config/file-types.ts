@@ -10,6 +10,7 @@ export interface ConfigFile {
     readonly port: number;
     readonly maxConnections: number;
     readonly maxRequestsPerClient: number;
+    readonly trustedProxies: number;
     readonly tls?: {
       readonly certFile: string;
       readonly keyFile: string;

@@ -75,6 +75,9 @@ export async function buildApp(deps: AppDeps): Promise<FastifyInstance> {
     // Plain HTTP's server options (fastify's `http`, not in the type of its HTTPS overload).
     ...(tls === null ? { http: timeouts } : {}),
     requestTimeout: timeouts.requestTimeout,
+    // request.ip (per-client limits, login throttle): the address the outermost
+    // of `trustedProxies` proxies saw, from the X-Forwarded-For entries they appended.
+    trustProxy: deps.limits.trustedProxies > 0 ? (_address: string, hop: number) => hop < deps.limits.trustedProxies : false,
     // Access lines are ours (one per request, with cache facts); fastify's own are off.
     logger: false,
     exposeHeadRoutes: false,

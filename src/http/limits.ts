@@ -6,6 +6,9 @@
  * spec, "Error Codes"). With each transfer's buffer bounded, this bounds memory: a slow
  * reader holds its request, its connection and a few hundred KiB, no more.
  *
+ * Behind a reverse proxy every request comes from the proxy's address: with
+ * `listen.trustedProxies` the address counted is the one the proxy saw instead.
+ *
  * Runs first among the request hooks, so a refused request costs no credential check.
  * A request leaves the count when its response closes: finished, or broken off.
  */
@@ -14,7 +17,7 @@ import type { ListenConfig } from '../config/types.js';
 import type { Metrics } from '../metrics.js';
 import { RegistryError } from '../oci/errors.js';
 
-export type ClientLimits = Pick<ListenConfig, 'maxConnections' | 'maxRequestsPerClient'>;
+export type ClientLimits = Pick<ListenConfig, 'maxConnections' | 'maxRequestsPerClient' | 'trustedProxies'>;
 
 /** Registry clients (containerd, Docker, skopeo) back off and retry a 429. */
 const RETRY_AFTER_SECONDS = 1;
@@ -24,7 +27,8 @@ export function registerLimits(app: FastifyInstance, limits: ClientLimits, metri
   app.server.on('drop', () => metrics.refused.inc({ limit: 'connections' }));
   const inFlight = new Map<string, number>();
   app.addHook('onRequest', (request, reply, done) => {
-    const address = request.socket.remoteAddress ?? 'unknown';
+    // The client's address, also behind a trusted proxy (listen.trustedProxies; app.ts).
+    const address = request.ip;
     const count = inFlight.get(address) ?? 0;
     if (count >= limits.maxRequestsPerClient) {
       metrics.refused.inc({ limit: 'requests_per_client' });

@@ -67,6 +67,29 @@ describe('client limits', () => {
     expect(await refused('requests_per_client')).toBe(3);
   });
 
+  it('behind a trusted proxy, counts each client by the address the proxy appended, never by one it wrote itself', async () => {
+    mirror = await startMirror({
+      upstreams: { 'fake.test': { url: upstream.url } },
+      listen: { maxRequestsPerClient: 2, trustedProxies: 1 },
+    });
+    const body = randomBytes(512 * KiB);
+    const digest = digestOf(body);
+    const gated = gatedBlob(body, 64 * KiB);
+    upstream.setBlob(digest, gated.handler);
+    const url = `${mirror.url}/v2/org/app/blobs/${digest}`;
+    // As nginx sends them ($proxy_add_x_forwarded_for): two clients, two requests each, all from the proxy's address.
+    const from = (forwardedFor: string) => request(url, { dispatcher: agent, headers: { 'x-forwarded-for': forwardedFor } });
+    const admitted = await Promise.all(['10.0.0.1', '10.0.0.2', '10.0.0.1', '10.0.0.2'].map(from));
+    expect(admitted.map((r) => r.statusCode)).toEqual([200, 200, 200, 200]);
+    // A third from 10.0.0.1 that names another address first is still 10.0.0.1's.
+    const spoofed = await from('10.0.0.9, 10.0.0.1');
+    expect(spoofed.statusCode).toBe(429);
+    await spoofed.body.dump();
+    expect(await refused('requests_per_client')).toBe(1);
+    gated.finish();
+    for (const res of admitted) await res.body.dump();
+  });
+
   it('closes a connection beyond maxConnections on accept, and keeps serving the open ones', async () => {
     mirror = await startMirror({ upstreams: { 'fake.test': { url: upstream.url } }, listen: { maxConnections: 3 } });
     const { port } = new URL(mirror.url);
