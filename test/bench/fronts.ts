@@ -14,7 +14,13 @@ import { NGINX_BIN, launch, startMirror, type Server } from './systems.js';
 const DEPLOY_NGINX = fileURLToPath(new URL('../../deploy/nginx/', import.meta.url));
 
 export async function startFront(dir: string, upstreamUrl: string, storeDir: string, main: string | undefined): Promise<Server> {
-  const mirror = await startMirror(dir, upstreamUrl, { name: 'ours-front-mirror', storeDir, front: true, ...(main ? { main } : {}) });
+  const mirror = await startMirror(dir, upstreamUrl, {
+    name: 'ours-front-mirror',
+    storeDir,
+    front: true,
+    behindProxy: true,
+    ...(main ? { main } : {}),
+  });
   return withNginx(dir, 'ours-front', 'front.conf', { blobsDir: join(storeDir, 'blobs', 'sha256'), mirrors: [mirror.host] }, [mirror]);
 }
 
@@ -22,7 +28,7 @@ export async function startSharded(dir: string, upstreamUrl: string, main: strin
   const replicas: Server[] = [];
   for (let i = 0; i < 3; i++) {
     const storeDir = join(dir, `ours-shard-${i}-store`);
-    replicas.push(await startMirror(dir, upstreamUrl, { name: `ours-shard-${i}`, storeDir, ...(main ? { main } : {}) }));
+    replicas.push(await startMirror(dir, upstreamUrl, { name: `ours-shard-${i}`, storeDir, behindProxy: true, ...(main ? { main } : {}) }));
   }
   return withNginx(dir, 'ours-sharded', 'sharded.conf', { mirrors: replicas.map((r) => r.host) }, replicas);
 }

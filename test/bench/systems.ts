@@ -146,6 +146,8 @@ export interface MirrorOptions {
   readonly main?: string;
   /** Front mode (config `front.mode: "nginx"`): stored blobs are answered with X-Accel-Redirect. */
   readonly front?: boolean;
+  /** Behind nginx (front or sharded): clients are counted by the address nginx appended (`listen.trustedProxies`). */
+  readonly behindProxy?: boolean;
 }
 
 const BUILT_MAIN = fileURLToPath(new URL('../../dist/main.js', import.meta.url));
@@ -157,7 +159,7 @@ export async function startMirror(dir: string, upstreamUrl: string, options: Mir
   await writeFile(
     config,
     JSON.stringify({
-      listen: { host: '127.0.0.1', port },
+      listen: { host: '127.0.0.1', port, ...(options.behindProxy ? { trustedProxies: 1 } : {}) },
       store: { path: options.storeDir },
       log: { level: 'info' },
       defaultUpstream: FRESH_UPSTREAM,
