@@ -1,16 +1,16 @@
 import { Readable } from 'node:stream';
 import { RegistryError } from '../oci/errors.js';
 import type { ByteRange } from '../oci/range.js';
-import { BLOCK_BYTES } from './shared-blocks.js';
+import { BLOCK_BYTES, type Block } from './shared-blocks.js';
 import { createSignal } from './signal.js';
 
 /** Why a wait for bytes ended: the block is readable, a flush of fewer bytes, or the source settled. */
 export type Wake = 'batch' | 'flush' | 'end';
 
-/** Bytes for a reader: a slice of a block readers share, or of the reader's own buffer. */
+/** Bytes for a reader: a slice of a block readers share (held for it), or of the reader's own buffer. */
 export interface Chunk {
   readonly bytes: Buffer;
-  readonly shared: boolean;
+  readonly block?: Block;
 }
 
 /** What a reader tails: a fill in this process, or one another process is writing. */
@@ -44,8 +44,8 @@ export type FillSource = 'upstream' | 'cache';
  * Nothing is read ahead (high-water mark 0): the next chunk is read when the consumer
  * asks, so a slow client holds one block however far behind it is. Its own buffer is
  * reused once the consumer hands it back (`recycle`, from the socket's write callback),
- * as StoreReader does: a new buffer per chunk per reader made garbage collection the
- * largest cost of a cold fan-out.
+ * as StoreReader does, and a shared block is released then: a new buffer per chunk per
+ * reader made garbage collection the largest cost of a cold fan-out.
  */
 export class FillReader extends Readable {
   readonly source: FillSource;
@@ -59,8 +59,8 @@ export class FillReader extends Readable {
   #onClose: (reader: FillReader) => void;
   /** The reader's own buffer, when it is not out with the consumer. */
   #spare: Buffer | undefined;
-  /** Own chunks out with the consumer, each to the buffer it is a view of. */
-  readonly #lent = new WeakMap<Buffer, Buffer>();
+  /** Chunks out with the consumer, each to the own buffer or the shared block it is a view of. */
+  readonly #lent = new WeakMap<Buffer, Buffer | Block>();
   /** The own buffer last given to a read: what an own chunk is a view of. */
   #readInto: Buffer | undefined;
   #outstanding = 0;
@@ -90,6 +90,11 @@ export class FillReader extends Readable {
     const buffer = this.#lent.get(chunk);
     if (!buffer) return;
     this.#lent.delete(chunk);
+    this.#recycling = true;
+    if (!Buffer.isBuffer(buffer)) {
+      buffer.release();
+      return;
+    }
     this.#outstanding -= 1;
     this.#recycling = true;
     this.#spare = buffer;
@@ -165,9 +170,13 @@ export class FillReader extends Readable {
         const target = Math.min(this.#delivered ? blockEnd : this.#position + 1, stop);
         if (this.#position < limit && (limit >= target || flushed || fill.complete)) {
           flushed = false;
-          const { bytes: chunk, shared } = await fill.chunkAt(this, limit, () => this.#own());
-          if (this.destroyed) return;
-          if (!shared) this.#lend(chunk);
+          const { bytes: chunk, block } = await fill.chunkAt(this, limit, () => this.#own());
+          if (this.destroyed) {
+            block?.release();
+            return;
+          }
+          if (block) this.#lent.set(chunk, block);
+          else this.#lend(chunk);
           if (chunk.length === 0) {
             // Readable, yet not there to read (a relay between chunks): wait for the next byte.
             flushed = (await fill.waitForBytes(limit, limit + 1)) === 'flush';

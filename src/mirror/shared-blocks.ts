@@ -20,14 +20,58 @@ export const BLOCK_BYTES = 256 * 1024;
 const KEPT_BLOCKS = 32;
 export const SHARED_WINDOW_BYTES = KEPT_BLOCKS * BLOCK_BYTES;
 
+/** Spare block buffers kept for the next read, instead of fresh ones for the garbage collector. */
+const FREE_BLOCKS = 8;
+
 /** Reads at most `buffer.length` bytes at `position`; fewer only at the end of the data. */
 export type PositionalRead = (buffer: Buffer, position: number) => Promise<number>;
+
+/**
+ * A block in memory. Every reader handed it holds it until `release`, which a reader
+ * calls once its consumer is done with the bytes (the socket took them); a block that
+ * is no longer kept and that nobody holds goes back to the free list, and its memory
+ * into the next read. A holder that never releases keeps it from reuse: it is then
+ * left to the garbage collector, never written into.
+ */
+export class Block {
+  readonly bytes: Buffer;
+  #holders = 0;
+  #kept = true;
+  readonly #unused: (block: Block) => void;
+
+  constructor(bytes: Buffer, unused: (block: Block) => void) {
+    this.bytes = bytes;
+    this.#unused = unused;
+  }
+
+  hold(): this {
+    this.#holders += 1;
+    return this;
+  }
+
+  release(): void {
+    this.#holders -= 1;
+    this.#check();
+  }
+
+  /** Dropped from the kept blocks: reusable once its last holder releases it. */
+  drop(): void {
+    this.#kept = false;
+    this.#check();
+  }
+
+  #check(): void {
+    if (!this.#kept && this.#holders === 0) this.#unused(this);
+  }
+}
 
 export class SharedBlocks {
   readonly #read: PositionalRead;
   /** Blocks read, least recently used first. */
-  readonly #kept = new Map<number, Buffer>();
-  readonly #reading = new Map<number, Promise<Buffer>>();
+  readonly #kept = new Map<number, Block>();
+  /** Blocks being read: held by every caller that asked for them, reusable only after. */
+  readonly #reading = new Map<number, { readonly block: Block; readonly done: Promise<void> }>();
+  readonly #free: Buffer[] = [];
   /** Bumped by `clear`: a read begun before it must not be kept. */
   #generation = 0;
 
@@ -35,57 +79,82 @@ export class SharedBlocks {
     this.#read = read;
   }
 
-  /** Block `index` when it is in memory or being read; undefined when only a read would give it. */
-  find(index: number, length: number): Promise<Buffer> | undefined {
+  /**
+   * Block `index` held for the caller when it is in memory or being read; undefined when
+   * only a read would give it. The caller holds it from this call on, and releases it.
+   */
+  find(index: number, length: number): Promise<Block> | undefined {
     const kept = this.#kept.get(index);
-    if (kept && kept.length === length) {
+    if (kept && kept.bytes.length === length) {
       this.#kept.delete(index);
       this.#kept.set(index, kept);
-      return Promise.resolve(kept);
+      return Promise.resolve(kept.hold());
     }
-    return this.#reading.get(index);
+    const reading = this.#reading.get(index);
+    if (!reading || reading.block.bytes.length !== length) return undefined;
+    reading.block.hold();
+    return reading.done.then(() => reading.block);
   }
 
-  /** Block `index`, `length` bytes long (BLOCK_BYTES, or less for the tail of a complete blob). */
-  get(index: number, length: number): Promise<Buffer> {
+  /** Block `index`, `length` bytes long (BLOCK_BYTES, or less for the tail of a complete blob), held for the caller. */
+  get(index: number, length: number): Promise<Block> {
     const found = this.find(index, length);
     if (found) return found;
     const generation = this.#generation;
-    const read = this.#readBlock(index, length).finally(() => {
-      if (this.#reading.get(index) === read) this.#reading.delete(index);
-    });
-    this.#reading.set(index, read);
-    void read.then(
-      (block) => generation === this.#generation && this.#keep(index, block),
-      () => undefined,
+    // Held by the read until it is kept: a block a `clear` dropped meanwhile is never reused under it.
+    const block = new Block(this.#buffer(length), (unused) => this.#reuse(unused.bytes)).hold();
+    const reading = { block, done: this.#fill(block, index) };
+    this.#reading.set(index, reading);
+    void reading.done.then(
+      () => {
+        if (this.#reading.get(index) === reading) this.#reading.delete(index);
+        if (generation === this.#generation) this.#keep(index, block);
+        else block.drop();
+        block.release();
+      },
+      () => {
+        if (this.#reading.get(index) === reading) this.#reading.delete(index);
+      },
     );
-    return read;
+    block.hold();
+    return reading.done.then(() => block);
   }
 
   /** Forgets every block: the spool started over. */
   clear(): void {
     this.#generation += 1;
+    for (const block of this.#kept.values()) block.drop();
     this.#kept.clear();
     this.#reading.clear();
   }
 
-  async #readBlock(index: number, length: number): Promise<Buffer> {
-    const block = Buffer.allocUnsafeSlow(length);
+  #buffer(length: number): Buffer {
+    return (length === BLOCK_BYTES ? this.#free.pop() : undefined) ?? Buffer.allocUnsafeSlow(length);
+  }
+
+  #reuse(bytes: Buffer): void {
+    if (bytes.length === BLOCK_BYTES && this.#free.length < FREE_BLOCKS) this.#free.push(bytes);
+  }
+
+  async #fill(block: Block, index: number): Promise<void> {
+    const { bytes } = block;
     const start = index * BLOCK_BYTES;
     let filled = 0;
-    while (filled < length) {
-      const read = await this.#read(block.subarray(filled), start + filled);
+    while (filled < bytes.length) {
+      const read = await this.#read(bytes.subarray(filled), start + filled);
       if (read === 0) throw new Error(`spool ended at byte ${start + filled}, inside a block that was readable`);
       filled += read;
     }
-    return block;
   }
 
-  #keep(index: number, block: Buffer): void {
+  #keep(index: number, block: Block): void {
+    this.#kept.get(index)?.drop();
     this.#kept.delete(index);
     this.#kept.set(index, block);
     if (this.#kept.size <= KEPT_BLOCKS) return;
-    const oldest = this.#kept.keys().next();
-    if (!oldest.done) this.#kept.delete(oldest.value);
+    const [oldest] = this.#kept;
+    if (!oldest) return;
+    this.#kept.delete(oldest[0]);
+    oldest[1].drop();
   }
 }

@@ -142,11 +142,14 @@ export abstract class SourceBase implements Source, Spool {
       const length = end - start;
       const block =
         this.#shared.find(index, length) ?? (this.#wantedBehind(reader, start, end) ? this.#shared.get(index, length) : undefined);
-      if (block) return { bytes: (await block).subarray(position - start), shared: true };
+      if (block) {
+        const held = await block;
+        return { bytes: held.bytes.subarray(position - start), block: held };
+      }
     }
     const buffer = await own();
     const read = await this.readAt(buffer.subarray(0, Math.min(buffer.length, limit - position)), position);
-    return { bytes: buffer.subarray(0, read), shared: false };
+    return { bytes: buffer.subarray(0, read) };
   }
 
   openReader(range: ByteRange | undefined, source: FillSource, onBytes: (n: number) => void): FillReader {
