@@ -168,7 +168,11 @@ export async function startMirror(dir: string, upstreamUrl: string, options: Mir
       ...(options.front ? { front: { mode: 'nginx' } } : {}),
     }),
   );
-  const node = options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : [];
+  const node = options.cpuProfDir
+    ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir]
+    : process.env['BENCH_TRACE_GC']
+      ? ['--trace-gc']
+      : [];
   const workers = options.workers ? ['--workers', String(options.workers)] : [];
   const server = await launch(
     options.name,
