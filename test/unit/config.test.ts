@@ -41,6 +41,7 @@ describe('parseConfig defaults', () => {
       port: 5000,
       maxConnections: 4096,
       maxRequestsPerClient: 64,
+      trustedProxies: 0,
       drainTimeoutMs: 30_000,
       headersTimeoutMs: 10_000,
     });
@@ -98,6 +99,7 @@ describe('parseConfig merging', () => {
       port: 6000,
       maxConnections: 4096,
       maxRequestsPerClient: 64,
+      trustedProxies: 0,
       drainTimeoutMs: 30_000,
       headersTimeoutMs: 10_000,
     });
@@ -156,6 +158,7 @@ describe('parseConfig merging', () => {
       port: 0,
       maxConnections: 4096,
       maxRequestsPerClient: 64,
+      trustedProxies: 0,
       tls: { certFile: 'c.pem', keyFile: 'k.pem' },
       drainTimeoutMs: 30_000,
       headersTimeoutMs: 10_000,
@@ -214,7 +217,7 @@ describe('parseConfig validation', () => {
       'upstreams["docker.io"].auth.token',
     ]);
     expect(problemsOf({ listen: { hots: 'x' } })).toEqual([
-      'listen.hots: unknown key (allowed: host, port, maxConnections, maxRequestsPerClient, tls, drainTimeout, headersTimeout)',
+      'listen.hots: unknown key (allowed: host, port, maxConnections, maxRequestsPerClient, trustedProxies, tls, drainTimeout, headersTimeout)',
     ]);
   });
 

@@ -226,7 +226,7 @@ describe('deploy/kubernetes (kustomize)', () => {
     const config = find(objects, 'ConfigMap', configMapOf(template)).data?.['mirror.config.json'];
     expect(JSON.parse(config ?? 'null')).toEqual({
       ...file,
-      listen: { host: '127.0.0.1', port: 5001 },
+      listen: { host: '127.0.0.1', port: 5001, trustedProxies: 1 },
       front: { mode: 'nginx', internalPrefix: '/_store/' },
     });
     const nginxMap = template.spec.volumes.find((v) => v.name === 'nginx-config')?.configMap?.name;

@@ -38,7 +38,13 @@ describe('deploy/nginx', () => {
   it('runs the compose variant in front mode, the deploy config otherwise unchanged', async () => {
     const base = JSON.parse(await read('mirror.config.json')) as Record<string, unknown>;
     const front = JSON.parse(await read('nginx/mirror.config.json')) as Record<string, unknown>;
-    expect(front).toEqual({ ...base, $schema: '../../mirror.config.schema.json', front: { mode: 'nginx', internalPrefix: '/_store/' } });
+    expect(front).toEqual({
+      ...base,
+      $schema: '../../mirror.config.schema.json',
+      // Behind nginx: clients are counted by the address nginx appends to X-Forwarded-For.
+      listen: { ...(base['listen'] as object), trustedProxies: 1 },
+      front: { mode: 'nginx', internalPrefix: '/_store/' },
+    });
     expect(parseConfig(front, {}).front).toEqual({ mode: 'nginx', internalPrefix: '/_store/' });
     expect(await read('nginx/front.conf')).toContain('location /_store/ {');
 
