@@ -91,7 +91,8 @@ worker), read before and after each run; GB and MB are 10⁹ and 10⁶ bytes.
   one of its own, as its mirror shares ours' store); 50 clients (undici, in 2 worker threads,
   hashing every body) start at once. TTFB is to the first body byte; wall is until the last
   body is complete and its sha256 checked; server CPU is the process tree's over the whole
-  fan-out (the upstream's is not counted); peak RSS is the largest VmHWM in the server's
+  fan-out (the upstream's is shown apart, as is the clients', i.e. the bench process's: on 2
+  CPUs the wall time cannot be below their sum ÷ 2); peak RSS is the largest VmHWM in the server's
   tree, reset (\`clear_refs\`) before each run; upstream bytes and GETs are from the
   upstream's access log, bytes as a multiple of the blob.
 - *Slow readers*: raw-socket clients (60 per loopback address 127.0.1.x, as ours limits

@@ -20,6 +20,7 @@ import { writeWrkScript } from './wrk.js';
  *
  *   BENCH_ROUNDS (5, at least 5 for RESULTS.md)  BENCH_SECONDS (3, per wrk run)
  *   BENCH_ONLY=id,id (some scenarios; prints only)  BENCH_KEEP=1 (keep the work dir)
+ *   BENCH_SYSTEMS=ours,distribution (some systems; prints only)
  *   BENCH_CPU_PROF=dir (ours under --cpu-prof)      BENCH_OUT=file (instead of RESULTS.md)
  *   BENCH_MIRROR=path/to/main.js (another build of ours, to try a change; prints only)
  *   BENCH_SLOW_READERS (1000, per system)  BENCH_SLOW_SECONDS (10): the slow-readers scenario
@@ -28,6 +29,8 @@ const env = process.env;
 const ROUNDS = Number(env['BENCH_ROUNDS'] ?? 5);
 const SECONDS = Number(env['BENCH_SECONDS'] ?? 3);
 const ONLY = env['BENCH_ONLY']?.split(',').filter((s) => s !== '');
+/** Only these systems in each scenario (an A/B of ours against one reference); prints only, like BENCH_ONLY. */
+const SYSTEMS = env['BENCH_SYSTEMS']?.split(',').filter((s) => s !== '');
 const SLOW_READERS = Number(env['BENCH_SLOW_READERS'] ?? 1000);
 const SLOW_SECONDS = Number(env['BENCH_SLOW_SECONDS'] ?? 10);
 const RESULTS = env['BENCH_OUT'] ?? fileURLToPath(new URL('./RESULTS.md', import.meta.url));
@@ -39,7 +42,10 @@ describe('oci-mirror beside Distribution and nginx', () => {
   it('runs every scenario and writes the results', { timeout: BUDGET_MS }, async () => {
     const startedAt = new Date();
     const all = allScenarios({ slowReaders: SLOW_READERS, slowSeconds: SLOW_SECONDS });
-    const scenarios = all.filter((s) => !ONLY || ONLY.includes(s.id));
+    const scenarios = all
+      .filter((s) => !ONLY || ONLY.includes(s.id))
+      .map((s) => (SYSTEMS ? { ...s, systems: s.systems.filter((system) => SYSTEMS.includes(system)) } : s))
+      .filter((s) => s.systems.length > 0);
     expect(scenarios.length, `BENCH_ONLY names no scenario of ${all.map((s) => s.id).join(', ')}`).toBeGreaterThan(0);
     const loadBefore = loadavg();
     const busyBefore = await machineBusy(2000);
@@ -103,7 +109,7 @@ describe('oci-mirror beside Distribution and nginx', () => {
         const figures = `ours ${format(v.ours, v.digits)}, goal ${format(v.goal, v.digits)}`;
         log(`${v.met ? 'met   ' : 'MISSED'} (issue ${v.issues.join(', ')}) ${v.scenario}: ${v.metric} ${v.target}: ${figures}`);
       }
-      if (!ONLY && !main && ROUNDS >= 5) {
+      if (!ONLY && !SYSTEMS && !main && ROUNDS >= 5) {
         await writeFile(RESULTS, await resultsMarkdown(results, facts));
         log(`bench: wrote ${RESULTS} (${Math.round(facts.totalSeconds)} s)`);
       }

@@ -118,6 +118,9 @@ const coldFanOut: Scenario<BenchContext> = {
     { key: 'ttfbP99Ms', label: 'TTFB p99 ms', better: 'lower', digits: 0 },
     { key: 'wallS', label: 'wall s (all 50 verified)', better: 'lower', digits: 2 },
     { key: 'cpuS', label: 'server CPU-s', better: 'lower', digits: 2 },
+    // What else shares the 2 CPUs during the fan-out: wall s ≥ (server + upstream + clients) CPU-s ÷ 2.
+    { key: 'upstreamCpuS', label: 'upstream registry CPU-s', better: 'lower', digits: 2 },
+    { key: 'clientCpuS', label: 'clients CPU-s (receive + sha256)', better: 'lower', digits: 2 },
     { key: 'peakRssMiB', label: 'peak RSS MiB', better: 'lower', digits: 0 },
   ],
   targets: [
@@ -139,9 +142,12 @@ const coldFanOut: Scenario<BenchContext> = {
     await resetPeakRss(pids);
     const mark = await accessMark(ctx.upstream);
     const url = `${server.url}/v2/${blob.repository}/blobs/${blob.digest}`;
-    const cpuBefore = await cpuSeconds(pids);
+    const upstreamPids = await ctx.upstream.pids();
+    const [cpuBefore, upstreamBefore, clientsBefore] = [await cpuSeconds(pids), await cpuSeconds(upstreamPids), process.cpuUsage()];
     const result = await fanOut(url, blob.digest, BLOB_BYTES, 50);
+    const clients = process.cpuUsage(clientsBefore);
     const cpuS = (await cpuSeconds(pids)) - cpuBefore;
+    const upstreamCpuS = (await cpuSeconds(upstreamPids)) - upstreamBefore;
     if (result.failures.length > 0)
       throw new Error(`${system}: ${result.failures.length} clients got wrong bytes: ${JSON.stringify(result.failures[0])}`);
     const peak = await peakRssBytes(pids);
@@ -154,6 +160,9 @@ const coldFanOut: Scenario<BenchContext> = {
       ttfbP99Ms: nearestRank(result.firstByteMs, 0.99),
       wallS: result.wallMs / 1000,
       cpuS,
+      upstreamCpuS,
+      // The bench process: the 50 clients in their worker threads, hashing every body.
+      clientCpuS: (clients.user + clients.system) / 1e6,
       peakRssMiB: peak / MiB,
     };
   },

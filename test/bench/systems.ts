@@ -168,11 +168,11 @@ export async function startMirror(dir: string, upstreamUrl: string, options: Mir
       ...(options.front ? { front: { mode: 'nginx' } } : {}),
     }),
   );
-  const node = options.cpuProfDir
-    ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir]
-    : process.env['BENCH_TRACE_GC']
-      ? ['--trace-gc']
-      : [];
+  const node = [
+    ...(options.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', options.cpuProfDir] : []),
+    ...(process.env['BENCH_TRACE_GC'] ? ['--trace-gc'] : []),
+    ...(process.env['BENCH_NODE_FLAGS']?.split(' ').filter((f) => f !== '') ?? []),
+  ];
   const workers = options.workers ? ['--workers', String(options.workers)] : [];
   const server = await launch(
     options.name,
