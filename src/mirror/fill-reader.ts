@@ -36,8 +36,9 @@ export type FillSource = 'upstream' | 'cache';
 
 /**
  * Tails a fill's spool from `range.start` to `range.end` (or the end of the blob), a
- * block at a time: it waits until the block it is in is readable to its end (or the
- * spool settled, or a flush), then delivers it, as a slice of a block its neighbours
+ * block at a time: after its first bytes, which go out as soon as there are any, it
+ * waits until the block it is in is readable to its end (or the spool settled, or a
+ * flush), then delivers it, as a slice of a block its neighbours
  * share (shared-blocks.ts) or read into a buffer of its own. Ends only once the spool
  * is complete; is destroyed with the fill's error if it fails.
  *
