@@ -1,29 +1,12 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { parseDigest, type Digest } from '../../src/oci/digest.js';
-import { createStore, type Store } from '../../src/store/store.js';
+import { randomBytes } from 'node:crypto';
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
 import { Fill } from '../../src/mirror/fill.js';
 import { RemoteFill } from '../../src/mirror/remote-fill.js';
 import { createResumer, type ResumeAnswer, type ResumeEvent } from '../../src/mirror/resume.js';
-import { tempFiles } from '../support/store.js';
+import { blobDigest, collect, storeForEachTest } from '../support/fill.js';
 
-const digestOf = (body: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(body).digest('hex')}`);
 const noop = (): void => undefined;
-
-function collect(reader: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  const done = new Promise<Buffer>((resolve, reject) => {
-    reader.on('data', (chunk: Buffer) => chunks.push(chunk));
-    reader.on('end', () => resolve(Buffer.concat(chunks)));
-    reader.on('error', reject);
-  });
-  done.catch(noop);
-  return done;
-}
 
 async function settle(times = 20): Promise<void> {
   for (let i = 0; i < times; i++) await new Promise((resolve) => setImmediate(resolve));
@@ -36,19 +19,7 @@ function cutAfter(stream: PassThrough, body: Buffer, bytes: number): void {
 }
 
 describe('a fill resumed after a cut', () => {
-  let dir: string;
-  let store: Store;
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'oci-mirror-fill-resume-'));
-    store = createStore(dir);
-    await store.init();
-  });
-
-  afterEach(async () => {
-    expect(await tempFiles(dir)).toEqual([]);
-    await rm(dir, { recursive: true, force: true });
-  });
+  const temp = storeForEachTest('oci-mirror-fill-resume-');
 
   /** A fill whose upstream answers each resume from `answers`; records the events. */
   async function begin(body: Buffer, answers: ((headers: Readonly<Record<string, string>>) => ResumeAnswer)[]) {
@@ -66,7 +37,7 @@ describe('a fill resumed after a cut', () => {
       },
       onResume: (event) => events.push(event),
     });
-    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes: body.length, store, resumer }, first);
+    const fill = await Fill.begin({ digest: blobDigest(body), sizeBytes: body.length, store: temp.store, resumer }, first);
     return { first, fill, events };
   }
 
@@ -83,7 +54,7 @@ describe('a fill resumed after a cut', () => {
     const reader = collect(fill.openReader(undefined, 'upstream', noop));
     cutAfter(first, body, 100_000);
     await expect(fill.done).resolves.toBe('committed');
-    expect((await reader).equals(body)).toBe(true);
+    expect((await reader.done).equals(body)).toBe(true);
     expect(events.map((e) => [e.offset, e.outcome])).toEqual([[100_000, 'resumed']]);
     fill.release();
   });
@@ -105,7 +76,7 @@ describe('a fill resumed after a cut', () => {
     first.destroy(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }));
     await expect(fill.done).resolves.toBe('committed');
     expect(events.map((e) => e.outcome)).toEqual(['restarted']);
-    expect((await collect(fill.openReader(undefined, 'cache', noop))).equals(body)).toBe(true);
+    expect((await collect(fill.openReader(undefined, 'cache', noop)).done).equals(body)).toBe(true);
     fill.release();
   });
 
@@ -123,7 +94,7 @@ describe('a fill resumed after a cut', () => {
       },
     ]);
     const alive = async (): Promise<boolean> => true;
-    const options = { digest: fill.digest, sizeBytes: body.length, store, stallMs: 60_000, writerAlive: alive };
+    const options = { digest: fill.digest, sizeBytes: body.length, store: temp.store, stallMs: 60_000, writerAlive: alive };
     const early = await RemoteFill.follow(options, fill.spoolPath as string);
     if (!early) throw new Error('the spool could not be followed');
     let earlyTook = 0;
@@ -136,14 +107,14 @@ describe('a fill resumed after a cut', () => {
     while (events.length === 0) await settle();
     expect(events.map((e) => e.outcome)).toEqual(['restarted']);
     await expect(early.done).rejects.toThrow(/started it over/);
-    await expect(earlyReader).rejects.toThrow(/upstream transfer failed/);
+    await expect(earlyReader.done).rejects.toThrow(/upstream transfer failed/);
     const late = await RemoteFill.follow(options, fill.spoolPath as string);
     if (!late) throw new Error('the spool could not be followed');
     const lateReader = collect(late.openReader(undefined, 'cache', noop));
     release();
     await expect(fill.done).resolves.toBe('committed');
     await expect(late.done).resolves.toBe('committed');
-    expect((await lateReader).equals(body)).toBe(true);
+    expect((await lateReader.done).equals(body)).toBe(true);
     for (const source of [fill, early, late]) source.release();
   });
 });

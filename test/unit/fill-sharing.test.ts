@@ -1,37 +1,13 @@
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
-import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { parseDigest, type Digest } from '../../src/oci/digest.js';
-import { createStore, type Store } from '../../src/store/store.js';
+import { randomBytes } from 'node:crypto';
+import { PassThrough } from 'node:stream';
+import { describe, expect, it, vi } from 'vitest';
 import { Fill } from '../../src/mirror/fill.js';
 import { BLOCK_BYTES } from '../../src/mirror/shared-blocks.js';
-import { tempFiles } from '../support/store.js';
+import { blobDigest, collect, storeForEachTest } from '../support/fill.js';
 
-const digestOf = (body: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(body).digest('hex')}`);
 const noop = (): void => undefined;
 /** No flush in these tests unless one asks for it: every wake-up is then a whole block or the end. */
 const NEVER_MS = 600_000;
-
-interface Collected {
-  readonly done: Promise<Buffer>;
-  /** Chunks the reader pushed: one per wake-up and read. */
-  readonly chunks: Buffer[];
-  received(): number;
-}
-
-function collect(reader: Readable): Collected {
-  const chunks: Buffer[] = [];
-  const done = new Promise<Buffer>((resolve, reject) => {
-    reader.on('data', (chunk: Buffer) => chunks.push(chunk));
-    reader.on('end', () => resolve(Buffer.concat(chunks)));
-    reader.on('error', reject);
-  });
-  done.catch(noop);
-  return { done, chunks, received: () => chunks.reduce((sum, c) => sum + c.length, 0) };
-}
 
 /** Feeds `body` in small chunks, each once the fill took the last (as a socket would). */
 async function trickle(upstream: PassThrough, body: Buffer, chunkBytes: number): Promise<void> {
@@ -42,23 +18,11 @@ async function trickle(upstream: PassThrough, body: Buffer, chunkBytes: number):
 }
 
 describe('readers of one fill share its blocks', () => {
-  let dir: string;
-  let store: Store;
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'oci-mirror-fill-share-'));
-    store = createStore(dir);
-    await store.init();
-  });
-
-  afterEach(async () => {
-    expect(await tempFiles(dir)).toEqual([]);
-    await rm(dir, { recursive: true, force: true });
-  });
+  const temp = storeForEachTest('oci-mirror-fill-share-');
 
   async function begin(body: Buffer, flushMs = NEVER_MS) {
     const upstream = new PassThrough({ highWaterMark: 4096 });
-    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes: body.length, store, flushMs }, upstream);
+    const fill = await Fill.begin({ digest: blobDigest(body), sizeBytes: body.length, store: temp.store, flushMs }, upstream);
     return { upstream, fill, reads: vi.spyOn(fill, 'readAt') };
   }
 

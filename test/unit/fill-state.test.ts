@@ -1,34 +1,17 @@
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
-import { PassThrough, type Readable } from 'node:stream';
+import { PassThrough } from 'node:stream';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { parseDigest, type Digest } from '../../src/oci/digest.js';
 import { DigestMismatchError } from '../../src/store/blobs.js';
-import { createStore, type Store } from '../../src/store/store.js';
+import { createStore } from '../../src/store/store.js';
 import { Fill, FillError } from '../../src/mirror/fill.js';
 import { RemoteFill } from '../../src/mirror/remote-fill.js';
 import { tempFiles } from '../support/store.js';
+import { blobDigest, collect, storeForEachTest } from '../support/fill.js';
 
-const digestOf = (body: Buffer): Digest => parseDigest(`sha256:${createHash('sha256').update(body).digest('hex')}`);
 const noop = (): void => undefined;
-
-/** Collects a reader; resolves with its bytes on 'end', rejects on 'error'. */
-function collect(reader: Readable): { done: Promise<Buffer>; received: () => number } {
-  const chunks: Buffer[] = [];
-  let received = 0;
-  const done = new Promise<Buffer>((resolve, reject) => {
-    reader.on('data', (chunk: Buffer) => {
-      chunks.push(chunk);
-      received += chunk.length;
-    });
-    reader.on('end', () => resolve(Buffer.concat(chunks)));
-    reader.on('error', reject);
-  });
-  done.catch(noop);
-  return { done, received: () => received };
-}
 
 /** Lets the fill's write/read promises run (file I/O completes on the thread pool). */
 async function settle(times = 20): Promise<void> {
@@ -36,23 +19,11 @@ async function settle(times = 20): Promise<void> {
 }
 
 describe('fill state machine', () => {
-  let dir: string;
-  let store: Store;
-
-  beforeEach(async () => {
-    dir = await mkdtemp(join(tmpdir(), 'oci-mirror-fill-'));
-    store = createStore(dir);
-    await store.init();
-  });
-
-  afterEach(async () => {
-    expect(await tempFiles(dir)).toEqual([]);
-    await rm(dir, { recursive: true, force: true });
-  });
+  const temp = storeForEachTest('oci-mirror-fill-');
 
   async function begin(body: Buffer, sizeBytes: number | undefined = body.length) {
     const upstream = new PassThrough();
-    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes, store }, upstream);
+    const fill = await Fill.begin({ digest: blobDigest(body), sizeBytes, store: temp.store }, upstream);
     return { upstream, fill };
   }
 
@@ -70,7 +41,7 @@ describe('fill state machine', () => {
     expect((await early.done).equals(body)).toBe(true);
     expect((await late.done).equals(body)).toBe(true);
     expect((await ranged.done).equals(body.subarray(1000))).toBe(true);
-    expect(await store.blobs.stat(fill.digest)).toBe(body.length);
+    expect(await temp.store.blobs.stat(fill.digest)).toBe(body.length);
     fill.release();
   });
 
@@ -100,7 +71,7 @@ describe('fill state machine', () => {
     const wrong = Buffer.from(body);
     wrong.writeUInt8(wrong.readUInt8(5) ^ 1, 5);
     const upstream = new PassThrough();
-    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes: body.length, store }, upstream);
+    const fill = await Fill.begin({ digest: blobDigest(body), sizeBytes: body.length, store: temp.store }, upstream);
     const readers = [
       collect(fill.openReader(undefined, 'upstream', noop)),
       collect(fill.openReader({ start: 10, end: 99 }, 'cache', noop)),
@@ -108,7 +79,7 @@ describe('fill state machine', () => {
     upstream.end(wrong);
     await expect(fill.done).rejects.toMatchObject({ reason: 'digest' });
     for (const reader of readers) await expect(reader.done).rejects.toThrow(/upstream transfer failed/);
-    expect(await store.blobs.stat(fill.digest)).toBeUndefined();
+    expect(await temp.store.blobs.stat(fill.digest)).toBeUndefined();
     fill.release();
   });
 
@@ -185,7 +156,7 @@ describe('fill state machine', () => {
     const spool = fill.spoolPath;
     expect(spool).toBeDefined();
     const alive = async (): Promise<boolean> => true;
-    const options = { digest: fill.digest, sizeBytes: body.length, store, stallMs: 60_000, writerAlive: alive };
+    const options = { digest: fill.digest, sizeBytes: body.length, store: temp.store, stallMs: 60_000, writerAlive: alive };
     const remote = await RemoteFill.follow(options, spool as string);
     if (!remote) throw new Error('the spool could not be followed');
     expect(remote.remote).toBe(true);
@@ -204,14 +175,14 @@ describe('fill state machine', () => {
 
   it('fails a followed fill, and destroys its readers, when the writing process is gone before the end', async () => {
     const body = randomBytes(100_000);
-    const temp = await store.blobs.createTemp();
-    await temp.handle.write(body.subarray(0, 50_000), 0, 50_000, 0);
+    const spool = await temp.store.blobs.createTemp();
+    await spool.handle.write(body.subarray(0, 50_000), 0, 50_000, 0);
     // The clock leaps a second per look, so the writer's liveness is asked at once.
     let clock = 0;
     const now = (): number => (clock += 1_000);
     const gone = async (): Promise<boolean> => false;
-    const options = { digest: digestOf(body), sizeBytes: body.length, store, stallMs: 60_000, now, writerAlive: gone };
-    const remote = await RemoteFill.follow(options, temp.path);
+    const options = { digest: blobDigest(body), sizeBytes: body.length, store: temp.store, stallMs: 60_000, now, writerAlive: gone };
+    const remote = await RemoteFill.follow(options, spool.path);
     if (!remote) throw new Error('the spool could not be followed');
     const reader = collect(remote.openReader(undefined, 'cache', noop));
     await expect(remote.done).rejects.toThrow(/stopped before it was complete/);
@@ -219,13 +190,13 @@ describe('fill state machine', () => {
     expect(reader.received()).toBeLessThan(50_000);
     expect(remote.startedAtMs).toBe(1_000);
     remote.release();
-    await store.blobs.discardTemp(temp);
+    await temp.store.blobs.discardTemp(spool);
   });
 
   it('takes its times from the clock it is given', async () => {
     const body = randomBytes(1000);
     const upstream = new PassThrough();
-    const fill = await Fill.begin({ digest: digestOf(body), sizeBytes: body.length, store, now: () => 42_000 }, upstream);
+    const fill = await Fill.begin({ digest: blobDigest(body), sizeBytes: body.length, store: temp.store, now: () => 42_000 }, upstream);
     expect(fill.startedAtMs).toBe(42_000);
     upstream.end(body);
     await fill.done;
@@ -248,7 +219,7 @@ describe('blob store', () => {
     const store = createStore(dir);
     await store.init();
     const body = Buffer.from('hello');
-    const other = digestOf(Buffer.from('world'));
+    const other = blobDigest(Buffer.from('world'));
     await expect(store.blobs.putVerified(other, body)).rejects.toBeInstanceOf(DigestMismatchError);
     expect(await store.blobs.stat(other)).toBeUndefined();
     expect(await tempFiles(dir)).toEqual([]);
@@ -258,7 +229,7 @@ describe('blob store', () => {
     const store = createStore(dir);
     await store.init();
     const body = Buffer.from('kept');
-    await store.blobs.putVerified(digestOf(body), body);
+    await store.blobs.putVerified(blobDigest(body), body);
     const live = await store.blobs.createTemp();
     await live.handle.write('in progress');
     // What kill -9 leaves: the temp dir of a process that no longer exists on this host.
@@ -268,7 +239,7 @@ describe('blob store', () => {
     const again = createStore(dir);
     await again.init();
     expect(await tempFiles(dir)).toEqual([relative(join(dir, 'tmp'), live.path)]);
-    expect(await again.blobs.stat(digestOf(body))).toBe(body.length);
+    expect(await again.blobs.stat(blobDigest(body))).toBe(body.length);
     await store.blobs.discardTemp(live);
     await Promise.all([store.close(), again.close()]);
     expect(await readdir(join(dir, 'tmp'))).toEqual(['fills']);
@@ -278,9 +249,9 @@ describe('blob store', () => {
     const store = createStore(dir);
     await store.init();
     const body = Buffer.from('{"schemaVersion":2}');
-    await store.manifests.put(digestOf(body), 'application/vnd.oci.image.manifest.v1+json', body);
+    await store.manifests.put(blobDigest(body), 'application/vnd.oci.image.manifest.v1+json', body);
     const again = createStore(dir);
-    const read = await again.manifests.read(digestOf(body));
+    const read = await again.manifests.read(blobDigest(body));
     expect(read?.mediaType).toBe('application/vnd.oci.image.manifest.v1+json');
     expect(read?.body.equals(body)).toBe(true);
   });
