@@ -220,12 +220,17 @@ export abstract class SourceBase implements Source, Spool {
   /** One timer per source, while some reader waits with new bytes short of its block. */
   #armFlush(): void {
     if (this.#flushTimer || this.#settled) return;
-    const readable = this.readableBytes();
-    if (![...this.#waiters].some((waiter) => readable > waiter.position)) return;
+    if (!this.#someWaiterHasBytes()) return;
     this.#flushTimer = setTimeout(() => {
       this.#flushTimer = undefined;
       this.progressed(true);
     }, this.#flushMs);
+  }
+
+  #someWaiterHasBytes(): boolean {
+    const readable = this.readableBytes();
+    for (const waiter of this.#waiters) if (readable > waiter.position) return true;
+    return false;
   }
 
   /** Another reader will soon want block [start, end): it has not passed it, and is no further back than blocks are kept. */
